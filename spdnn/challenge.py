@@ -1,0 +1,67 @@
+"""The Sparse DNN Graph Challenge's constants and file layout, in one place.
+
+Every other module takes biases, YMAX, sizes and file names from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+YMAX = 32.0
+"""Activations are clamped at this value after the ReLU."""
+
+NEURONS = (1024, 4096, 16384, 65536)
+LAYERS = (120, 480, 1920)
+FEATURE_ROWS = 60000
+"""The official feature files hold this many images."""
+
+DEFAULT_BIAS = {1024: -0.30, 4096: -0.35, 16384: -0.40, 65536: -0.45}
+
+WEIGHTS_PER_ROW = 32
+"""Official weights have exactly this many non-zeros in every row and column."""
+
+WEIGHT_VALUE = 1.0 / 16
+"""Every official weight is exactly 1/16."""
+
+TSV_SUFFIXES = (".tsv", ".tsv.gz")
+
+
+def default_bias(neurons: int) -> float:
+    """Return the official bias for `neurons`; KeyError for sizes the challenge lacks."""
+    return DEFAULT_BIAS[neurons]
+
+
+def configurations() -> list[tuple[int, int]]:
+    """Return the 12 official (neurons, layers) pairs, smallest first."""
+    return [(n, layers) for n in NEURONS for layers in LAYERS]
+
+
+def weights_dir(data_dir: Path, neurons: int) -> Path:
+    return Path(data_dir) / f"neuron{neurons}"
+
+
+def layer_stem(neurons: int, layer: int) -> str:
+    """Return the file name of 1-based `layer` without suffix: `n1024-l7`."""
+    return f"n{neurons}-l{layer}"
+
+
+def features_stem(neurons: int) -> str:
+    return f"sparse-images-{neurons}"
+
+
+def categories_name(neurons: int, layers: int) -> str:
+    return f"neuron{neurons}-l{layers}-categories.tsv"
+
+
+def find_tsv(folder: Path, stem: str) -> Path | None:
+    """Return `folder/stem.tsv` or `folder/stem.tsv.gz`, whichever exists, else None."""
+    for suffix in TSV_SUFFIXES:
+        candidate = Path(folder) / (stem + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def edges(rows: int, weight_nonzeros: int) -> int:
+    """Return the challenge's edge count: feature rows times all layers' non-zeros."""
+    return int(rows) * int(weight_nonzeros)
