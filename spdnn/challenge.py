@@ -25,6 +25,9 @@ WEIGHT_VALUE = 1.0 / 16
 
 TSV_SUFFIXES = (".tsv", ".tsv.gz")
 
+DEFAULT_SEED = 20190612
+"""Seed of `spdnn generate` and of the bundled sample when none is given."""
+
 
 def default_bias(neurons: int) -> float:
     """Return the official bias for `neurons`; KeyError for sizes the challenge lacks."""
@@ -53,6 +56,15 @@ def categories_name(neurons: int, layers: int) -> str:
     return f"neuron{neurons}-l{layers}-categories.tsv"
 
 
+def network_store_name(neurons: int, layers: int) -> str:
+    """Return the file name of spdnn's HDF5 network store: `neuron1024-l120.h5`."""
+    return f"neuron{neurons}-l{layers}.h5"
+
+
+def features_store_name(neurons: int) -> str:
+    return f"{features_stem(neurons)}.h5"
+
+
 def find_tsv(folder: Path, stem: str) -> Path | None:
     """Return `folder/stem.tsv` or `folder/stem.tsv.gz`, whichever exists, else None."""
     for suffix in TSV_SUFFIXES:
@@ -65,3 +77,7 @@ def find_tsv(folder: Path, stem: str) -> Path | None:
 def edges(rows: int, weight_nonzeros: int) -> int:
     """Return the challenge's edge count: feature rows times all layers' non-zeros."""
     return int(rows) * int(weight_nonzeros)
+
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
+"""The small generated sample in the official layout that `spdnn run` runs by default."""

@@ -164,16 +164,21 @@ def write_categories(path: Path | str, categories: np.ndarray) -> None:
         np.savetxt(temporary, np.asarray(categories, dtype=np.int64), fmt="%d")
 
 
-def write_triples(path: Path | str, matrix: sp.spmatrix, integer_values: bool = False) -> None:
+def write_triples(path: Path | str, matrix: sp.spmatrix, integer_values: bool = False,
+                  column_major: bool = True) -> None:
     """Write a sparse matrix as 1-based `row column value` lines, atomically; .gz compresses.
 
-    Lines are ordered by column then row, as in the official weight files; feature files
-    pass `integer_values` to print their 1s as integers.
+    Lines are ordered by column then row, as in the official weight files, or with
+    `column_major=False` by row then column, as in the official feature files; feature
+    files also pass `integer_values` to print their 1s as integers.
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    coo = sp.csc_matrix(matrix).tocoo()
+    ordered = sp.csc_matrix(matrix) if column_major else sp.csr_matrix(matrix)
+    if not ordered.has_sorted_indices:
+        ordered = ordered.sorted_indices()   # a copy: the caller's matrix stays as it was
+    coo = ordered.tocoo()
     values = pa.array(coo.data.astype(np.int64 if integer_values else np.float64))
     table = pa.table({"r": pa.array(coo.row.astype(np.int64) + 1),
                       "c": pa.array(coo.col.astype(np.int64) + 1), "v": values})

@@ -1,0 +1,67 @@
+"""Shared fixtures: fresh random seeds (printed), the official files, a dense reference."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from spdnn.network import Network
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+OFFICIAL = SHARED / "data" / "graphchallenge-1024"
+
+EXACT_WEIGHTS = np.array([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0])
+"""Weights whose float32 sums are exact in any order, so any backend must match exactly."""
+
+
+@pytest.fixture
+def rng(request):
+    """A generator with a fresh seed, printed so that a failure can be replayed."""
+    seed = int(os.environ.get("SPDNN_TEST_SEED", secrets.randbits(32)))
+    print(f"{request.node.name}: SPDNN_TEST_SEED={seed}")
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def official():
+    if not (OFFICIAL / "neuron1024").is_dir():
+        pytest.skip(f"official N = 1024 files not found at {OFFICIAL}")
+    return OFFICIAL
+
+
+def reference_categories(network: Network, features) -> np.ndarray:
+    """Return 1-based categories by the challenge's semantics, dense float64, no shortcuts."""
+    y = np.asarray(sp.csr_matrix(features).todense(), dtype=np.float64)
+    for layer in network.layers:
+        z = y @ np.asarray(layer.todense(), dtype=np.float64)
+        y = np.where(z != 0, z + network.bias, 0.0)
+        y = np.minimum(np.maximum(y, 0.0), 32.0)
+    return np.flatnonzero(y.any(axis=1)) + 1
+
+
+def random_network(rng, neurons: int, depth: int, bias: float, per_column=(1, 9)) -> Network:
+    """Return layers with a varying number of non-zeros per column and mixed-sign weights."""
+    layers = []
+    for _ in range(depth):
+        counts = np.minimum(rng.integers(*per_column, size=neurons), neurons)
+        cols = np.repeat(np.arange(neurons), counts)
+        rows = np.concatenate([rng.choice(neurons, c, replace=False) for c in counts])
+        values = rng.choice(EXACT_WEIGHTS, size=rows.size)
+        layers.append(sp.csr_matrix((values.astype(np.float32), (rows, cols)),
+                                    shape=(neurons, neurons)))
+    return Network(neurons, layers, bias)
+
+
+def random_features(rng, rows: int, neurons: int, density=0.2, duplicates=True):
+    """Return binary rows with some all-empty rows and, optionally, repeated rows."""
+    dense = (rng.random((rows, neurons)) < density).astype(np.float32)
+    dense[rng.random(rows) < 0.1] = 0
+    if duplicates and rows > 4:
+        copies = rng.integers(0, rows, size=rows // 4)
+        dense[rng.integers(0, rows, size=copies.size)] = dense[copies]
+    return sp.csr_matrix(dense)
