@@ -117,8 +117,10 @@ def with_data_options(function):
               help="Write the computed categories here, one 1-based id per line.")
 @click.option("--json", "json_out", metavar="FILE",
               help="Write the run's record as JSON to FILE ('-' for stdout).")
+@click.option("--trace", type=click.Path(dir_okay=False),
+              help="Write active and distinct rows per layer as JSON (for `spdnn report`).")
 def run(data_dir, weights, features, neurons, layers, bias, categories, backend, threads,
-        out, json_out):
+        out, json_out, trace):
     """Run the inference, time it, and check the categories against the truth.
 
     Exit code 0: done (and the categories match the truth when one is known);
@@ -138,6 +140,8 @@ def run(data_dir, weights, features, neurons, layers, bias, categories, backend,
             tsv.write_categories(out, result.categories)
         if json_out:
             _write_json(json_out, entry)
+        if trace:
+            _write_json(trace, runner.trace(entry, result))
     except SpdnnError as error:
         raise BadInput(str(error)) from None
     except OSError as error:

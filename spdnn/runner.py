@@ -48,6 +48,13 @@ def record(problem: Problem, result: Inference, engine, ranks: int = 1) -> dict:
     }
 
 
+def trace(entry: dict, result: Inference) -> dict:
+    """Return the per-layer activity of a run: the curve that explains its speed."""
+    keys = ("neurons", "layers", "features", "backend", "device", "date")
+    return {**{key: entry[key] for key in keys},
+            "active_rows": result.active_rows, "distinct_rows": result.distinct_rows}
+
+
 def run(problem: Problem, engine) -> tuple[Inference, dict]:
     result = infer(problem.network, problem.features, engine)
     return result, record(problem, result, engine)
