@@ -69,13 +69,20 @@ def neurons_in_data_dir(data_dir: Path) -> int:
     return found[0]
 
 
+def layers_of_truth(data_dir: Path, neurons: int) -> int | None:
+    """Return L when `data_dir` holds exactly one neuron{N}-l{L}-categories.tsv, else None."""
+    found = [int(m.group(1)) for f in data_dir.iterdir()
+             if (m := re.fullmatch(rf"neuron{neurons}-l(\d+)-categories\.tsv", f.name))]
+    return found[0] if len(found) == 1 else None
+
+
 def from_data_dir(data_dir: Path, neurons: int | None, layers: int | None) -> Sources:
     """Return the official layout's paths: neuron{N}/, sparse-images-{N}, the categories."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise InputError(data_dir, "no such folder")
     neurons = neurons or neurons_in_data_dir(data_dir)
-    layers = layers or challenge.LAYERS[0]
+    layers = layers or layers_of_truth(data_dir, neurons) or challenge.LAYERS[0]
     features = challenge.find_tsv(data_dir, challenge.features_stem(neurons))
     if features is None:
         stem = challenge.features_stem(neurons)
@@ -171,8 +178,8 @@ def convert(sources: Sources, out_dir: Path, bias: float | None,
         [sources.weights]
     layers = sources.layers or len(weight_files)
     bias = resolve_bias(neurons, bias)
-    network_path = Path(out_dir) / f"neuron{neurons}-l{layers}.h5"
-    features_path = Path(out_dir) / f"{challenge.features_stem(neurons)}.h5"
+    network_path = Path(out_dir) / challenge.network_store_name(neurons, layers)
+    features_path = Path(out_dir) / challenge.features_store_name(neurons)
     network_source = fingerprint(weight_files[:layers], layers=layers, bias=bias)
     features_source = fingerprint([sources.features], neurons=neurons)
     wrote = False
