@@ -91,7 +91,8 @@ data_options = [
     click.option("--neurons", "-n", type=int, callback=_positive,
                  help="N, neurons per layer. Default: found from the file names."),
     click.option("--layers", "-l", type=int, callback=_positive,
-                 help="L, layers to run. Default: 120 with --data-dir, else every layer "
+                 help="L, layers to run. Default with --data-dir: the L of the one "
+                      "neuron{N}-l{L}-categories.tsv there, else 120; otherwise every layer "
                       "the weights hold."),
     click.option("--bias", type=float,
                  help="Bias of every neuron. Default: the official one for N "
@@ -126,16 +127,21 @@ def run(data_dir, weights, features, neurons, layers, bias, categories, backend,
     Exit code 0: done (and the categories match the truth when one is known);
     1: the categories differ from the truth; 2: bad usage or bad input.
     """
-    from . import dataset, runner
+    from . import dataset, distributed, runner
     from .backends import make_engine
     from .io import tsv
 
     talk = sys.stderr if json_out == "-" else sys.stdout
     try:
         sources = _sources(data_dir, weights, features, categories, neurons, layers)
-        engine = make_engine(backend, threads)
-        problem = dataset.load(sources, bias, progress)
-        result, entry = runner.run(problem, engine)
+        if distributed.launched():        # mpiexec/srun: rows split over ranks, rank 0 reports
+            result, entry = distributed.run(sources, bias, backend, threads, progress)
+            if entry is None:
+                return
+        else:
+            engine = make_engine(backend, threads)
+            problem = dataset.load(sources, bias, progress)
+            result, entry = runner.run(problem, engine)
         if out:
             tsv.write_categories(out, result.categories)
         if json_out:
@@ -170,3 +176,175 @@ def convert(data_dir, weights, features, neurons, layers, bias, out_dir):
         raise BadInput(str(error)) from None
     state = "wrote" if wrote else "up to date, reused"
     click.echo(f"{state}: {network_path} {features_path}")
+
+
+def _write_text(destination: str, text: str) -> None:
+    from .io.atomic import write_text_atomic
+
+    if destination == "-":
+        click.echo(text, nl=False)
+    else:
+        write_text_atomic(destination, text)
+
+
+def _append_json_line(destination: str, entry: dict) -> None:
+    line = json.dumps(entry) + "\n"
+    if destination == "-":
+        click.echo(line, nl=False)
+        return
+    Path(destination).parent.mkdir(parents=True, exist_ok=True)
+    with open(destination, "a") as results:
+        results.write(line)
+
+
+@main.command()
+@click.option("--neurons", "-n", type=click.IntRange(min=1), multiple=True,
+              help="N to run; repeat for several. Default: 1024, 4096, 16384, 65536.")
+@click.option("--layers", "-l", type=click.IntRange(min=1), multiple=True,
+              help="Layers to run; repeat for several. Default: 120, 480, 1920.")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
+              help="Read problems in the official layout from here. Default: generate them.")
+@click.option("--features-rows", type=click.IntRange(min=1),
+              help=f"Images to generate per N. Default: {challenge.FEATURE_ROWS}.")
+@click.option("--seed", type=int, default=challenge.DEFAULT_SEED, show_default=True,
+              help="Seed of the generated weights and images.")
+@click.option("--backend", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="auto picks a GPU when one is usable.")
+@click.option("--threads", type=int, callback=_positive,
+              help="CPU threads for the cpu backend. Default: every core this process may use.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Inferences per configuration: the record is the median one and holds "
+                   "every time.")
+@click.option("--results", default="spdnn-results.jsonl", show_default=True, metavar="FILE",
+              help="Append each configuration's record here as a JSON line ('-' for stdout).")
+def bench(neurons, layers, data_dir, features_rows, seed, backend, threads, repeat, results):
+    """Run several configurations, appending each record as a JSON line.
+
+    Records are those of `spdnn run --json`. Configurations run smallest first; one that would not fit in memory, or whose files
+    --data-dir lacks, is skipped with a note on stderr. Ends with a table of the runs
+    (on stdout, or on stderr with --results -). Exit code 1 when a run's categories
+    differ from the truth.
+    """
+    from . import benchmark, runner
+    from . import report as reports
+
+    if data_dir and features_rows:
+        raise click.UsageError("--features-rows is for generated problems, not --data-dir")
+    talk = sys.stderr if results == "-" else sys.stdout
+    entries = []
+    try:
+        chosen = benchmark.configurations(neurons, layers)
+        for entry in benchmark.bench(
+                chosen, backend=backend, threads=threads,
+                data_dir=Path(data_dir) if data_dir else None,
+                rows=features_rows or challenge.FEATURE_ROWS, seed=seed, repeat=repeat,
+                progress=progress, note=lambda line: click.echo(line, err=True)):
+            _append_json_line(results, entry)
+            click.echo(runner.summary(entry), err=True)
+            entries.append(entry)
+    except SpdnnError as error:
+        raise BadInput(str(error)) from None
+    except OSError as error:
+        raise BadInput(f"{error.filename or ''}: {error.strerror or error}") from None
+    if not entries:
+        raise BadInput("no configuration could run here (see the notes above)")
+    click.echo(reports.markdown_table(entries), file=talk, nl=False)
+    if any(entry["verified"] is False for entry in entries):
+        sys.exit(1)
+
+
+@main.command("report")
+@click.argument("results", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--markdown", "markdown_out", default="-", show_default=True, metavar="FILE",
+              help="Write the table here ('-' for stdout).")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Also draw TE/s per configuration beside the published figures (PNG).")
+def report_command(results, markdown_out, plot):
+    """Tabulate (and plot) run records from JSON and JSON-lines files.
+
+    Records come from `spdnn run --json`, `spdnn bench` or bench/results/*.json. Reads JSON or JSON-lines files, taking every object that has neurons, layers and
+    teraedges_per_second; a file without any is noted on stderr and skipped.
+    """
+    from . import report as reports
+
+    records = []
+    try:
+        for path in results:
+            found = reports.read_records(path)
+            if not found:
+                click.echo(f"spdnn report: {path}: no run records, skipped", err=True)
+            records += found
+        if not records:
+            raise BadInput("no run records in the files given")
+        table = reports.markdown_table(records)
+        if plot:
+            reports.save_png(reports.throughput_figure(records), plot)
+        _write_text(markdown_out, table)
+    except SpdnnError as error:
+        raise BadInput(str(error)) from None
+    except OSError as error:
+        raise BadInput(f"{error.filename or ''}: {error.strerror or error}") from None
+
+
+@main.command()
+@click.argument("trace", type=click.Path(exists=True, dir_okay=False))
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Also draw active and distinct rows per layer (PNG).")
+def activity(trace, plot):
+    """Show the rows still active after each layer of a `spdnn run --trace` file.
+
+    Prints a Markdown table at landmark layers; --plot draws every layer.
+    """
+    from . import report as reports
+
+    try:
+        traced = reports.read_trace(trace)
+        if plot:
+            reports.save_png(reports.activity_figure(traced), plot)
+    except SpdnnError as error:
+        raise BadInput(str(error)) from None
+    except OSError as error:
+        raise BadInput(f"{error.filename or ''}: {error.strerror or error}") from None
+    click.echo(reports.activity_table(traced), nl=False)
+
+
+@main.command("generate")
+@click.option("--neurons", "-n", type=int, default=1024, show_default=True,
+              help="N: 16 * 2^p neurons, a square (1024, 4096, 16384, 65536, or 256, ...).")
+@click.option("--layers", "-l", type=click.IntRange(min=1), default=challenge.LAYERS[0],
+              show_default=True, help="L, layers of the network.")
+@click.option("--features-rows", type=click.IntRange(min=1), default=challenge.FEATURE_ROWS,
+              show_default=True, help="Images to draw.")
+@click.option("--seed", type=click.IntRange(min=0), default=challenge.DEFAULT_SEED,
+              show_default=True, help="Seed of the weights' permutations and of the images.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder to write the data set into, in the official layout.")
+@click.option("--format", "fmt", type=click.Choice(["tsv", "tsv.gz", "h5"]), default="tsv",
+              show_default=True, help="Challenge TSV (plain or gzip) or spdnn's HDF5 store.")
+@click.option("--bias", type=float,
+              help="Bias of every neuron. Default: the official one for N, else its trend.")
+def generate_command(neurons, layers, features_rows, seed, out_dir, fmt, bias):
+    """Generate a synthetic problem: RadiX-Net weights, digit-like images, their truth.
+
+    Writes neuron{N}/n{N}-l{k}.tsv, sparse-images-{N}.tsv (or, with --format h5,
+    neuron{N}-l{L}.h5 and sparse-images-{N}.h5) and neuron{N}-l{L}-categories.tsv, the
+    truth computed by the exact CPU backend. Every file is written atomically, the
+    truth last.
+    """
+    from . import generate
+
+    try:
+        generate.base_levels(neurons)
+        generate.picture_side(neurons)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--neurons") from None
+    try:
+        written = generate.write_dataset(Path(out_dir), neurons, layers, features_rows, seed,
+                                         fmt, bias, progress)
+    except SpdnnError as error:
+        raise BadInput(str(error)) from None
+    except OSError as error:
+        raise BadInput(f"{error.filename or ''}: {error.strerror or error}") from None
+    click.echo(f"wrote {written.weights} ({layers} layers), {written.features} "
+               f"({features_rows} rows), {written.categories} ({written.survivors} categories)")

@@ -51,8 +51,12 @@ def record(problem: Problem, result: Inference, engine, ranks: int = 1) -> dict:
 def trace(entry: dict, result: Inference) -> dict:
     """Return the per-layer activity of a run: the curve that explains its speed."""
     keys = ("neurons", "layers", "features", "backend", "device", "date")
-    return {**{key: entry[key] for key in keys},
-            "active_rows": result.active_rows, "distinct_rows": result.distinct_rows}
+    traced = {**{key: entry[key] for key in keys},
+              "active_rows": result.active_rows, "distinct_rows": result.distinct_rows}
+    if getattr(result, "per_rank", None):     # an MPI run: each rank's curve, for balance
+        traced["ranks"] = entry["ranks"]
+        traced["per_rank"] = result.per_rank
+    return traced
 
 
 def run(problem: Problem, engine) -> tuple[Inference, dict]:
