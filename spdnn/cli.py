@@ -119,9 +119,17 @@ def with_data_options(function):
 @click.option("--json", "json_out", metavar="FILE",
               help="Write the run's record as JSON to FILE ('-' for stdout).")
 @click.option("--trace", type=click.Path(dir_okay=False),
-              help="Write active and distinct rows per layer as JSON (for `spdnn report`).")
+              help="Write active and distinct rows per layer as JSON (for `spdnn activity`).")
+@click.option("--synthetic", is_flag=True,
+              help="Generate the problem in memory instead of reading files (RadiX-Net "
+                   "weights, digit-like images; no truth, so nothing is verified). "
+                   "Default size: N = 1024, L = 120.")
+@click.option("--features-rows", type=click.IntRange(min=1), default=challenge.FEATURE_ROWS,
+              show_default=True, help="Feature rows of a --synthetic problem.")
+@click.option("--seed", type=click.IntRange(min=0), default=challenge.DEFAULT_SEED,
+              show_default=True, help="Seed of a --synthetic problem.")
 def run(data_dir, weights, features, neurons, layers, bias, categories, backend, threads,
-        out, json_out, trace):
+        out, json_out, trace, synthetic, features_rows, seed):
     """Run the inference, time it, and check the categories against the truth.
 
     Exit code 0: done (and the categories match the truth when one is known);
@@ -133,14 +141,26 @@ def run(data_dir, weights, features, neurons, layers, bias, categories, backend,
 
     talk = sys.stderr if json_out == "-" else sys.stdout
     try:
-        sources = _sources(data_dir, weights, features, categories, neurons, layers)
         if distributed.launched():        # mpiexec/srun: rows split over ranks, rank 0 reports
+            if synthetic:
+                raise click.UsageError("--synthetic runs in one process; under MPI, "
+                                       "`spdnn generate` the files first")
+            sources = _sources(data_dir, weights, features, categories, neurons, layers)
             result, entry = distributed.run(sources, bias, backend, threads, progress)
             if entry is None:
                 return
         else:
             engine = make_engine(backend, threads)
-            problem = dataset.load(sources, bias, progress)
+            if synthetic:
+                if data_dir or weights or features or categories:
+                    raise click.UsageError("--synthetic reads no files: drop --data-dir, "
+                                           "--weights, --features and --categories")
+                problem = dataset.synthetic(neurons or challenge.NEURONS[0],
+                                            layers or challenge.LAYERS[0], features_rows, seed,
+                                            bias)
+            else:
+                sources = _sources(data_dir, weights, features, categories, neurons, layers)
+                problem = dataset.load(sources, bias, progress)
             result, entry = runner.run(problem, engine)
         if out:
             tsv.write_categories(out, result.categories)

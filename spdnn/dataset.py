@@ -160,6 +160,19 @@ def load(sources: Sources, bias: float | None, progress: Progress = no_progress)
     return Problem(network, features, truth, time.perf_counter() - start)
 
 
+def synthetic(neurons: int, layers: int, rows: int, seed: int, bias: float | None) -> Problem:
+    """Return a generated problem without truth; its read time is the generation time."""
+    from . import generate
+
+    start = time.perf_counter()
+    try:
+        network, features, _ = generate.synthetic_problem(neurons, layers, rows, seed,
+                                                          with_truth=False, bias=bias)
+    except ValueError as error:
+        raise SpdnnError(f"--synthetic: {error}") from None
+    return Problem(network, features, None, time.perf_counter() - start)
+
+
 def fingerprint(paths: Iterable[Path], **settings) -> str:
     """Return a string that changes when any input file or setting changes."""
     files = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
