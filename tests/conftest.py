@@ -58,10 +58,14 @@ def random_network(rng, neurons: int, depth: int, bias: float, per_column=(1, 9)
 
 
 def random_features(rng, rows: int, neurons: int, density=0.2, duplicates=True):
-    """Return binary rows with some all-empty rows and, optionally, repeated rows."""
+    """Return binary rows with some all-empty rows and, optionally, repeated rows.
+
+    The last row is never empty: a TSV file cannot say that trailing images exist.
+    """
     dense = (rng.random((rows, neurons)) < density).astype(np.float32)
     dense[rng.random(rows) < 0.1] = 0
     if duplicates and rows > 4:
         copies = rng.integers(0, rows, size=rows // 4)
         dense[rng.integers(0, rows, size=copies.size)] = dense[copies]
+    dense[-1, rng.integers(0, neurons)] = 1
     return sp.csr_matrix(dense)

@@ -112,7 +112,8 @@ def read_weights(path: Path | str, neurons: int) -> sp.csr_matrix:
 def read_features(path: Path | str, neurons: int, rows: int | None = None) -> sp.csr_matrix:
     """Return `image pixel value` triples as a CSR matrix with one row per image.
 
-    The row count is `rows` when given, else the largest image id in the file.
+    The row count is `rows` when given, else the largest image id in the file (a TSV file
+    cannot show images after the last one that has a pixel; they would infer nothing).
     """
     images, pixels, values = read_table(path, limit=None)
     path = Path(path)
