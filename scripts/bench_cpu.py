@@ -36,7 +36,7 @@ SHIFTS = range(-4, 6)
 
 def shifted_images(features: sp.csr_matrix, rows: int) -> sp.csr_matrix:
     """Return `rows` images: every official image under every shift of SHIFTS x SHIFTS."""
-    side = int(round(features.shape[1] ** 0.5))
+    side = round(features.shape[1] ** 0.5)
     # pixel p sits at (row = p mod side, col = p div side): reshape gives [image, col, row]
     images = features.toarray().reshape(-1, side, side)
     out = []
@@ -107,7 +107,7 @@ def main():
     import graphblas as gb
 
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or None
+                            text=True, check=False).stdout.strip() or None
     entry = {
         "benchmark": "cpu-vs-graphblas",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -115,7 +115,7 @@ def main():
         "command": "python3 scripts/bench_cpu.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
         "device": f"{cpu_model()}, {threads} threads",
-        "graphblas": f"python-graphblas {gb.__version__}, SuiteSparse:GraphBLAS "
+        "graphblas_version": f"python-graphblas {gb.__version__}, SuiteSparse:GraphBLAS "
                      f"{gb.ss.about['library_version']}",
         "configuration": {"neurons": 1024, "layers": args.layers, "features": rows,
                           "distinct_feature_rows": int(distinct),

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Print how generated images survive the official weights, beside the real images.
 
     python3 scripts/generator_curve.py --data-dir ../shared/data/graphchallenge-1024 [--rows 60000]

@@ -23,7 +23,14 @@ MERGE_BACKOFF_LAYERS = 8
 
 
 class Engine(Protocol):
-    """What a backend provides: the steps of the layer loop on its own active-rows state."""
+    """What a backend provides: the steps of the layer loop on its own active-rows state.
+
+    Optional, for engines whose state lives on a device: `batches(rows, depth)` (rows in
+    as many batches as fit), `counts_later(rows)` (counts read at the end, not per layer),
+    `merge_due(rows, index)` (whether merging is worth its cost now), `settled(rows,
+    index)` (True once no later layer can change anything) and `clock` (a timer with
+    `mark()` and `seconds_since(mark)`).
+    """
 
     name: str
     device: str
@@ -50,38 +57,81 @@ class Inference:
     distinct_rows: list[int] = field(default_factory=list)
     multiply_adds: int = 0
     """Products actually computed: the 'edges computed', against the official edge count."""
+    network_seconds: float = 0.0
+    """The part of upload_seconds spent preparing and placing the network."""
+
+
+class WallClock:
+    """Times the inference with the host's clock, once the engine has finished its work."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def mark(self) -> float:
+        self.engine.synchronize()
+        return time.perf_counter()
+
+    def seconds_since(self, mark: float) -> float:
+        self.engine.synchronize()
+        return time.perf_counter() - mark
 
 
 def run_layers(engine: Engine, rows, depth: int, trace: Inference):
-    """Return the active rows after `depth` layers, appending per-layer counts to `trace`."""
+    """Return the active rows after `depth` layers, adding per-layer counts to `trace`."""
+    counts_later = getattr(engine, "counts_later", engine.counts)
+    merge_due = getattr(engine, "merge_due", lambda rows, index: True)
+    settled = getattr(engine, "settled", None)
     look_again_at = 0
+    per_layer = []
     for index in range(depth):
         rows = engine.layer(rows, index)          # Y = min(YMAX, relu(Y W + b on non-zeros))
         rows = engine.prune(rows)                 # rows that became all zero leave the work
-        if index >= look_again_at:
+        if index >= look_again_at and merge_due(rows, index):
             before = engine.counts(rows)[1]
             rows = engine.merge_duplicates(rows)  # identical rows are computed once
             if engine.counts(rows)[1] == before:
                 look_again_at = index + MERGE_BACKOFF_LAYERS
-        active, distinct = engine.counts(rows)
-        trace.active_rows.append(active)
-        trace.distinct_rows.append(distinct)
+        per_layer.append(counts_later(rows))
+        if settled is not None and settled(rows, index):
+            break   # only rows that every later layer keeps all YMAX are left: no change
+    per_layer = [counts() if callable(counts) else counts for counts in per_layer]
+    _add_counts(trace, per_layer + per_layer[-1:] * (depth - len(per_layer)))
     trace.multiply_adds = engine.multiply_adds
     return rows
 
 
-def infer(network: Network, features: sp.csr_matrix, engine: Engine) -> Inference:
-    """Return the categories of `features` through `network`, timing only the inference."""
+def _add_counts(trace: Inference, per_layer: list[tuple[int, int]]) -> None:
+    """Add one batch's per-layer (active, distinct) counts to the trace's totals."""
+    active = [a for a, _ in per_layer]
+    distinct = [d for _, d in per_layer]
+    if trace.active_rows:
+        active = [a + b for a, b in zip(trace.active_rows, active)]
+        distinct = [a + b for a, b in zip(trace.distinct_rows, distinct)]
+    trace.active_rows, trace.distinct_rows = active, distinct
+
+
+def infer(network: Network, features: sp.csr_matrix, engine: Engine,
+          layers: int | None = None) -> Inference:
+    """Return the categories of `features` through the first `layers` layers of `network`
+    (all by default), timing only the inference."""
+    depth = network.depth if layers is None else layers
     start = time.perf_counter()
     engine.load_network(network)
+    engine.synchronize()
+    network_seconds = time.perf_counter() - start
     rows = engine.load_features(features)
     engine.synchronize()
     upload = time.perf_counter() - start
 
-    trace = Inference(categories=np.empty(0, np.int64), seconds=0.0, upload_seconds=upload)
-    start = time.perf_counter()
-    rows = run_layers(engine, rows, network.depth, trace)
-    trace.categories = engine.categories(rows)
-    engine.synchronize()
-    trace.seconds = time.perf_counter() - start
+    trace = Inference(categories=np.empty(0, np.int64), seconds=0.0, upload_seconds=upload,
+                      network_seconds=network_seconds)
+    clock = getattr(engine, "clock", None) or WallClock(engine)
+    begin = clock.mark()
+    batches = engine.batches(rows, depth) if hasattr(engine, "batches") else [rows]
+    found = []
+    for batch in batches:                         # as many rows at a time as the engine holds
+        batch = run_layers(engine, batch, depth, trace)
+        found.append(engine.categories(batch))
+    trace.categories = np.sort(np.concatenate(found))
+    trace.seconds = clock.seconds_since(begin)
     return trace

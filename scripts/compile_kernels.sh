@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Compile every CUDA kernel file with nvcc for the GPUs spdnn supports (no GPU needed):
+#   bash scripts/compile_kernels.sh
+# At run time CuPy compiles the same files through NVRTC with -D options choosing a
+# variant; the variants below cover each option's values at least once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NVCC="${NVCC:-nvcc}"
+ARCHS=(80 90)
+LAYER_VARIANTS=(
+    ""
+    "-DROWS=32 -DCONST_WEIGHT=1"
+    "-DROWS=1 -DTHREADS=1024 -DSPARSE_INPUT=1 -DINDEX_BYTES=4"
+    "-DROWS=2 -DSPARSE_INPUT=1 -DCONST_WEIGHT=1"
+    "-DROWS=16 -DINDEX_BYTES=4"
+)
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+count=0
+for source in spdnn/kernels/*.cu; do
+    variants=("")
+    [ "$(basename "$source")" = layer.cu ] && variants=("${LAYER_VARIANTS[@]}")
+    for arch in "${ARCHS[@]}"; do
+        for defines in "${variants[@]}"; do
+            # shellcheck disable=SC2086 - the defines are separate words on purpose
+            "$NVCC" -c -arch="sm_$arch" -Werror all-warnings $defines "$source" -o "$out/k.o"
+            count=$((count + 1))
+        done
+    done
+done
+echo "compile_kernels: $count builds of $(ls spdnn/kernels/*.cu | wc -l) files OK (sm_${ARCHS[*]})"

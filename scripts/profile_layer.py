@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Run one layer kernel of a generated configuration inside a profiler's window.
+
+On a GPU machine, from the repository root:
+    ncu --profile-from-start off --section SpeedOfLight --section WarpStateStats \\
+        python3 scripts/profile_layer.py --neurons 16384 --layer 2
+
+Everything before the chosen layer (layout, upload, compilation, earlier layers) runs
+outside the window opened by cudaProfilerStart, so the report holds that kernel alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spdnn import challenge, generate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--neurons", type=int, default=16384)
+    parser.add_argument("--layer", type=int, default=2, help="1-based layer to profile")
+    parser.add_argument("--rows", type=int, default=challenge.FEATURE_ROWS)
+    args = parser.parse_args()
+
+    import cupy as cp
+
+    from spdnn.backends.cuda import CudaEngine
+
+    network = generate.radixnet(args.neurons, args.layer)
+    features = generate.features(args.neurons, args.rows)
+    engine = CudaEngine()
+    engine.load_network(network)
+    loaded = engine.load_features(features)
+    batch = next(iter(engine.batches(loaded, args.layer)))
+    for index in range(args.layer - 1):
+        batch = engine.layer(batch, index)
+    engine.synchronize()
+    rows = int(batch.history[(args.layer - 1) * 4].get())
+    start = time.perf_counter()
+    cp.cuda.profiler.start()
+    engine.layer(batch, args.layer - 1)
+    engine.synchronize()
+    cp.cuda.profiler.stop()
+    layer = engine.layers[args.layer - 1]
+    print(f"N={args.neurons} layer {args.layer}: {rows} rows, tile rows {layer.rows}, "
+          f"{layer.threads} threads, {layer.shared} B shared, "
+          f"{(time.perf_counter() - start) * 1e3:.3f} ms (wall, under the profiler)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,531 @@
+"""The CUDA backend: the whole inference on one NVIDIA GPU, one fused kernel per layer.
+
+Weights sit on the GPU in `layout.py`'s form (each layer's distinct columns in ELL).
+Activations are dense rows of the previous layer's distinct columns, one row per *slot*
+of a batch. The layer kernel (kernels/layer.cu) computes the active slots, drops the rows
+that die and retires the rows that are all YMAX when every later layer keeps them so,
+writing the next active list itself: no host round trip per layer. The host learns the
+active count a few layers late, through pinned memory, and stops launching once nothing
+is left to compute. Identical rows are merged on the GPU (kernels/rows.cu) when the
+layer loop asks. Kernels are compiled at run time by CuPy (NVRTC) and cached on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..challenge import YMAX
+from ..network import VALUE_DTYPE, Network
+from .layout import LayerLayout, layer_layouts, tile_rows
+
+KERNELS = Path(__file__).resolve().parent.parent / "kernels"
+
+TILE_BYTES = 128 * 1024
+"""Shared memory for one block's input tile (the widest rows are streamed in such chunks)."""
+THREADS_PER_MULTIPROCESSOR = 1024
+"""The layer kernel keeps to 64 registers a thread: 1024 threads fill a multiprocessor."""
+COLUMNS_PER_THREAD = 4
+MERGE_INTERVAL = 32
+"""The GPU merges identical rows only after every this many layers: saturated rows (the
+common duplicates) retire without it, and each merge costs a few host round trips."""
+ROW_THREADS = 256
+"""Threads per block of the row hashing and comparing kernels (a warp per row)."""
+
+ACTIVATION_MEMORY_FRACTION = 0.6
+"""Share of the free device memory that a batch's activations may take."""
+WEIGHT_MEMORY_FRACTION = 0.5
+"""Share of the free device memory that resident weights may take; the rest stream."""
+WARM_UP_ROWS = 8
+WARM_UP_MERGE_ROWS = 65536
+
+
+def _cupy():
+    import cupy
+
+    return cupy
+
+
+_functions: dict = {}
+
+
+def kernel(file: str, name: str, **defines):
+    """Return kernel `name` of kernels/`file` compiled with `defines` (cached per process;
+    CuPy also caches the binary on disk)."""
+    key = (file, name, tuple(sorted(defines.items())))
+    if key not in _functions:
+        cp = _cupy()
+        options = tuple(f"-D{k}={v}" for k, v in sorted(defines.items()))
+        module = cp.RawModule(code=(KERNELS / file).read_text(), options=options)
+        _functions[key] = module.get_function(name)
+    return _functions[key]
+
+
+@dataclass
+class DeviceLayer:
+    """One layer's layout on the GPU (or in host memory, streamed in when used) and how
+    the layer kernel is launched for it."""
+
+    layout: LayerLayout
+    index: object
+    values: object
+    rows: int
+    """Rows of a shared-memory tile; 1 with `chunk` < inputs for rows streamed in passes."""
+    chunk: int
+    threads: int
+    shared: int
+
+    @property
+    def inputs(self) -> int:
+        return self.layout.inputs
+
+    @property
+    def outputs(self) -> int:
+        return self.layout.outputs
+
+    @property
+    def resident(self) -> bool:
+        return not isinstance(self.index, np.ndarray)
+
+
+@dataclass
+class Features:
+    """The live feature rows on the GPU and the buffers that batches of them use."""
+
+    images: np.ndarray
+    """0-based ids of the rows that are not empty."""
+    indptr: object
+    indices: object
+    values: object
+    batch_rows: int
+    buffers: tuple
+
+
+@dataclass
+class Batch:
+    """Active rows of one batch: slot s holds one distinct row; image i is in slot which[i]."""
+
+    images: np.ndarray
+    features: tuple
+    """The batch's CSR rows on the GPU (indptr by slot, indices, values): the first input."""
+    values: object
+    spare: object
+    active: object
+    spare_active: object
+    which: object
+    multiplicity: object
+    retired: object
+    history: object
+    """Per layer (0 = the features): active slots, their images, retired slots, their images."""
+    seen: np.ndarray
+    """Mapped host memory: each layer's kernel writes its input count here (-1 before)."""
+    retire: np.ndarray
+    """Per layer: 1 where an all-YMAX row stays so through every later layer."""
+    state: dict
+    """Per-slot arrays of the kernels: multiplicity, retired flags, counters."""
+    done: int = 0
+    landed: int = 0
+    final_history: np.ndarray | None = None
+
+    @property
+    def report(self) -> int:
+        return self.seen.ctypes.data
+
+
+class EventClock:
+    """Times the inference with CUDA events on the engine's stream."""
+
+    def __init__(self, cp):
+        self.cp = cp
+
+    def mark(self):
+        event = self.cp.cuda.Event()
+        event.record()
+        return event
+
+    def seconds_since(self, mark) -> float:
+        end = self.mark()
+        end.synchronize()
+        return self.cp.cuda.get_elapsed_time(mark, end) / 1e3
+
+
+class CudaEngine:
+    name = "cuda"
+
+    def __init__(self, threads: int | None = None, batch_rows: int | None = None,
+                 tile_bytes: int = TILE_BYTES, resident_weights: bool | None = None):
+        import os
+
+        cp = _cupy()
+        self.cp = cp
+        properties = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+        self.device = properties["name"].decode() if isinstance(properties["name"], bytes) \
+            else str(properties["name"])
+        self.multiprocessors = properties["multiProcessorCount"]
+        self.shared_per_multiprocessor = properties["sharedMemPerMultiprocessor"]
+        self.shared_per_block = properties["sharedMemPerBlockOptin"]
+        self.tile_floats = min(tile_bytes, self.shared_per_block - 1024) // 4
+        self.threads = threads or len(os.sched_getaffinity(0))
+        self.batch_rows = batch_rows
+        self.resident_weights = resident_weights
+        self.network: Network | None = None
+        self.layers: list[DeviceLayer] = []
+        self.clock = EventClock(cp)
+        self._batches: list[Batch] = []
+        self._features = None
+        self._plans: dict = {}
+        self._reports: list = []
+        self._dummy = cp.zeros(4, cp.int32)
+
+    # ------------------------------------------------------------------ network
+
+    def load_network(self, network: Network) -> None:
+        """Lay out and upload every layer, then find which layers keep an all-YMAX row."""
+        if network is self.network:
+            return
+        cp = self.cp
+        self.network = network
+        self._features = None
+        self._plans = {}
+        self.bias = np.float32(network.bias)
+        self.layers = []
+        budget = self._free_bytes() * WEIGHT_MEMORY_FRACTION
+        for layout in layer_layouts(network, self.tile_floats, threads=self.threads):
+            size = layout.index.nbytes + (layout.values.nbytes if layout.values is not None else 0)
+            resident = self.resident_weights if self.resident_weights is not None \
+                else size <= budget
+            budget -= size if resident else 0
+            place = cp.asarray if resident else (lambda array: array)
+            rows = tile_rows(layout.inputs, self.tile_floats)
+            chunk = layout.inputs if rows else self.tile_floats
+            shared = chunk * max(rows, 1) * 4
+            self.layers.append(DeviceLayer(
+                layout, place(layout.index),
+                place(layout.values) if layout.values is not None else None,
+                rows=max(rows, 1), chunk=chunk, threads=self._threads(shared, rows, layout),
+                shared=shared))
+        self.keeps_saturated = self._saturation_check()
+
+    def _threads(self, shared: int, rows: int, layout: LayerLayout) -> int:
+        """Return the block size: the blocks that fit a multiprocessor's shared memory share
+        its 1024 threads, and a block has no more warps than one step of columns needs."""
+        fit = max(1, self.shared_per_multiprocessor // (shared + 1024))
+        threads = 1 << (max(1, THREADS_PER_MULTIPROCESSOR // fit).bit_length() - 1)
+        columns_per_warp = (32 // max(rows, 1)) * COLUMNS_PER_THREAD
+        warps = -(-layout.outputs // columns_per_warp)
+        needed = 32 << max(0, (warps - 1).bit_length())
+        return min(1024, max(128, min(threads, needed)))
+
+    def _free_bytes(self) -> int:
+        pool = self.cp.get_default_memory_pool()
+        return self.cp.cuda.runtime.memGetInfo()[0] + pool.free_bytes()
+
+    def _saturation_check(self) -> np.ndarray:
+        """Return, per layer, whether an all-YMAX input row gives an all-YMAX output row.
+
+        Computed by the layer kernel itself, so the answer holds for its exact arithmetic.
+        The first layer's answer is never needed (its input is the features).
+        """
+        cp = self.cp
+        depth = len(self.layers)
+        keeps = np.zeros(depth, bool)
+        if depth < 2:
+            return keeps
+        widest = max(layer.inputs for layer in self.layers[1:])
+        row = cp.full(widest, YMAX, cp.float32)
+        out = cp.empty(max(layer.outputs for layer in self.layers), cp.float32)
+        scratch = self._scratch_state(1)
+        history = cp.zeros(8, cp.int32)
+        answers = []
+        for index in range(1, depth):
+            history[:] = cp.array([1, 1, 0, 0, 0, 0, 0, 0], cp.int32)   # one row in, none out yet
+            self._launch(index, row, None, out, scratch["active"], scratch["active_out"],
+                         history, 0, scratch, retire=np.int32(0))
+            answers.append(cp.all(out[:self.layers[index].outputs] == YMAX))
+        keeps[1:] = cp.stack(answers).get()
+        return keeps
+
+    def _scratch_state(self, slots: int) -> dict:
+        cp = self.cp
+        return {"active": cp.zeros(slots, cp.int32), "active_out": cp.zeros(slots, cp.int32),
+                "multiplicity": cp.ones(slots, cp.int32),
+                "retired": cp.zeros(slots, cp.uint8), "slot_stats": cp.zeros(2 * slots, cp.int32),
+                "tile_done": cp.zeros(slots, cp.int32)}
+
+    # ------------------------------------------------------------------ the layer kernel
+
+    def _launch(self, index: int, y_in, x, y_out, active_in, active_out, history,
+                layer_index: int, state: dict, retire, report: int = 0) -> None:
+        """Run layer `index` on the slots listed in active_in, counting in
+        history[4 * layer_index] (in) and history[4 * layer_index + 4] (out)."""
+        function, grid, threads, shared, weights = self._plan(index, x is not None)
+        x_ptr, x_col, x_val = x if x is not None else (self._dummy, self._dummy, self._dummy)
+        args = (y_in if y_in is not None else self._dummy, x_ptr, x_col, x_val, y_out,
+                active_in, active_out, history, np.int32(layer_index), np.uint64(report),
+                state["multiplicity"], state["retired"], state["slot_stats"], state["tile_done"],
+                *(weights if weights is not None else self._streamed(index)), retire)
+        function((grid,), (threads,), args, shared_mem=shared)
+
+    def _plan(self, index: int, sparse: bool) -> tuple:
+        """Return (kernel, grid, threads, shared bytes, weight arguments) of a layer."""
+        key = (index, sparse)
+        plan = self._plans.get(key)
+        if plan is None:
+            layer = self.layers[index]
+            layout = layer.layout
+            function = kernel("layer.cu", "layer", ROWS=layer.rows, THREADS=layer.threads,
+                              COLS=COLUMNS_PER_THREAD, SPARSE_INPUT=int(sparse),
+                              CONST_WEIGHT=int(layout.values is None),
+                              INDEX_BYTES=layout.index.dtype.itemsize)
+            if layer.shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < layer.shared:
+                function.max_dynamic_shared_size_bytes = layer.shared
+            grid = self._blocks(function, layer.threads, layer.shared)
+            weights = self._weight_args(layer, layer.index, layer.values) if layer.resident else None
+            plan = self._plans[key] = (function, grid, layer.threads, layer.shared, weights)
+        return plan
+
+    def _weight_args(self, layer: DeviceLayer, index_array, values) -> tuple:
+        layout = layer.layout
+        return (index_array, values if values is not None else self._dummy,
+                np.int32(layout.inputs), np.int32(layout.outputs), np.int32(layout.width),
+                np.int32(layout.stride), np.int32(layer.chunk), np.float32(layout.weight or 0.0),
+                self.bias, np.float32(YMAX))
+
+    def _streamed(self, index: int) -> tuple:
+        """Return the weight arguments of a layer kept in host memory, copied in now."""
+        layer = self.layers[index]
+        values = self.cp.asarray(layer.values) if layer.values is not None else None
+        return self._weight_args(layer, self.cp.asarray(layer.index), values)
+
+    def _blocks(self, function, threads: int, shared: int) -> int:
+        """Return a persistent grid: as many blocks as fit on the device at once."""
+        by_shared = self.shared_per_multiprocessor // (shared + 1024)
+        registers = -(-max(1, function.num_regs) * 32 // 256) * 256 * (threads // 32)
+        by_registers = 65536 // registers
+        per_multiprocessor = max(1, min(2048 // threads, by_shared, by_registers, 32))
+        return per_multiprocessor * self.multiprocessors
+
+    # ------------------------------------------------------------------ features and batches
+
+    def load_features(self, features: sp.csr_matrix) -> Features:
+        """Upload the non-empty feature rows; size batches from free device memory."""
+        cp = self.cp
+        self._batches = []
+        if self._features is not None and self._features[0] is features:
+            return self._features[1]      # the same features again: already on the GPU
+        features = sp.csr_matrix(features, dtype=VALUE_DTYPE)
+        features.sort_indices()
+        live = np.flatnonzero(np.diff(features.indptr))
+        rows = features[live]
+        widest = max([layer.outputs for layer in self.layers] + [1])
+        per_slot = 2 * widest * 4 + 64
+        fit = int(self._free_bytes() * ACTIVATION_MEMORY_FRACTION // per_slot)
+        batch_rows = max(1, min(live.size, self.batch_rows or live.size, fit))
+        buffers = (cp.empty(batch_rows * widest, cp.float32),
+                   cp.empty(batch_rows * widest, cp.float32),
+                   self._scratch_state(batch_rows))
+        loaded = Features(live, cp.asarray(rows.indptr.astype(np.int64)),
+                          cp.asarray(rows.indices.astype(np.int32)), cp.asarray(rows.data),
+                          batch_rows, buffers)
+        self._warm_up(loaded)
+        self._batches = []
+        self._features = (features, loaded)
+        return loaded
+
+    def _warm_up(self, features: Features) -> None:
+        """Run every kernel the timed region may use once (compiling and loading it)."""
+        cp = self.cp
+        rows = min(WARM_UP_ROWS, features.images.size)
+        if rows == 0 or not self.layers:
+            return
+        depth = min(2, len(self.layers))
+        sample = Features(features.images[:rows], features.indptr[:rows + 1], features.indices,
+                          features.values, rows, features.buffers)
+        for batch in self.batches(sample, depth):
+            for index in range(depth):
+                batch = self.layer(batch, index)
+                self.counts(batch)
+                self.merge_duplicates(batch)
+                self.settled(batch, index)
+            self.categories(batch)
+        # a merge of a full batch of equal rows: CuPy compiles its scans by size class
+        many = min(features.batch_rows, WARM_UP_MERGE_ROWS)
+        if many > 1:
+            sample = Features(features.images[:many], features.indptr[:many + 1],
+                              features.indices, features.values, many, features.buffers)
+            batch = next(iter(self.batches(sample, 1)))
+            batch.spare[:many * self.layers[0].outputs] = 0
+            batch.spare_active[:many] = cp.arange(many, dtype=cp.int32)
+            batch.history[4:6] = many
+            batch.values, batch.spare = batch.spare, batch.values
+            batch.active, batch.spare_active = batch.spare_active, batch.active
+            batch.done = 1
+            self.merge_duplicates(batch)
+            self.categories(batch)
+        self.synchronize()
+
+    def batches(self, features: Features, depth: int):
+        """Yield the live rows in batches that fit in device memory, as fresh active rows."""
+        cp = self.cp
+        retire = np.zeros(depth, np.int32)     # per layer, as kernel arguments
+        keeps = self.keeps_saturated[:depth]
+        # a row all YMAX after layer l stays so when every later layer keeps it so
+        retire[:depth] = np.flip(np.logical_and.accumulate(np.flip(np.r_[keeps[1:], True])))
+        first_values, second_values, state = features.buffers
+        total = features.images.size
+        for start in range(0, max(total, 1), features.batch_rows):
+            count = min(features.batch_rows, total - start)
+            history = cp.zeros((depth + 1) * 4, cp.int32)
+            history[:2] = count
+            active = state["active"]
+            active[:count] = cp.arange(count, dtype=cp.int32)
+            state["multiplicity"][:count] = 1
+            state["retired"][:count] = 0
+            seen = self._mapped(depth + 1)
+            seen[:] = -1
+            batch = Batch(images=features.images[start:start + count],
+                          features=(features.indptr[start:start + count + 1], features.indices,
+                                    features.values),
+                          values=first_values, spare=second_values, active=active,
+                          spare_active=state["active_out"],
+                          which=cp.arange(count, dtype=cp.int32),
+                          multiplicity=state["multiplicity"], retired=state["retired"],
+                          history=history, seen=seen, retire=retire, state=state)
+            self._batches.append(batch)
+            yield batch
+
+    def _mapped(self, size: int) -> np.ndarray:
+        """Return `size` int32 of pinned host memory that kernels write directly (UVA)."""
+        import ctypes
+
+        cp = self.cp
+        for pointer, array in self._reports:
+            if array.size >= size:
+                return array[:size]
+        pointer = cp.cuda.runtime.hostAlloc(4 * size, 3)   # portable | mapped
+        array = np.ctypeslib.as_array((ctypes.c_int32 * size).from_address(pointer))
+        self._reports.append((pointer, array))
+        return array
+
+    def __del__(self):
+        import contextlib
+
+        for pointer, _ in getattr(self, "_reports", []):
+            with contextlib.suppress(Exception):   # the runtime may be gone at exit
+                self.cp.cuda.runtime.freeHost(pointer)
+
+    # ------------------------------------------------------------------ the layer loop's steps
+
+    def layer(self, batch: Batch, index: int) -> Batch:
+        self._launch(index, None if index == 0 else batch.values,
+                     batch.features if index == 0 else None, batch.spare, batch.active,
+                     batch.spare_active, batch.history, index, batch.state,
+                     retire=batch.retire[index], report=batch.report)
+        batch.values, batch.spare = batch.spare, batch.values
+        batch.active, batch.spare_active = batch.spare_active, batch.active
+        batch.done = index + 1
+        return batch
+
+    def prune(self, batch: Batch) -> Batch:
+        return batch    # the layer kernel already dropped the rows that died
+
+    def merge_duplicates(self, batch: Batch) -> Batch:
+        """Merge identical active rows: hash on the GPU, sort, confirm entry by entry."""
+        cp = self.cp
+        import cupyx
+
+        count = int(batch.history[batch.done * 4].get())
+        if count < 2 or batch.done == 0:
+            return batch
+        width = self.layers[batch.done - 1].outputs
+        slots = batch.active[:count]
+        hashes = cp.empty(count, cp.uint64)
+        blocks = min(-(-count // (ROW_THREADS // 32)), 32 * self.multiprocessors)
+        kernel("rows.cu", "row_hashes")((blocks,), (ROW_THREADS,),
+                                        (batch.values, np.int32(width), slots, np.int32(count),
+                                         hashes))
+        order = cp.argsort(hashes)
+        slots, hashes = slots[order], hashes[order]
+        head = cp.ones(count, bool)
+        head[1:] = hashes[1:] != hashes[:-1]
+        if bool(head.all()):
+            return batch
+        first = cp.flatnonzero(head)[cp.cumsum(head) - 1]
+        others = slots[first].astype(cp.int32)
+        equal = cp.zeros(count, cp.uint8)
+        kernel("rows.cu", "rows_equal")((blocks,), (ROW_THREADS,),
+                                        (batch.values, np.int32(width), slots, others,
+                                         np.int32(count), equal))
+        merged = ~head & (equal == 1)
+        into, gone = others[merged], slots[merged]
+        target = cp.arange(batch.multiplicity.size, dtype=cp.int32)
+        target[gone] = into
+        cupyx.scatter_add(batch.multiplicity, into, batch.multiplicity[gone])
+        batch.which = target[batch.which]
+        kept = slots[~merged]
+        batch.active[:kept.size] = kept
+        batch.history[batch.done * 4] = kept.size
+        return batch
+
+    def _history(self, batch: Batch) -> np.ndarray:
+        return batch.history.get().reshape(-1, 4)
+
+    def counts(self, batch: Batch) -> tuple[int, int]:
+        return self._counts_from(self._history(batch), batch.done)
+
+    @staticmethod
+    def _counts_from(history: np.ndarray, done: int) -> tuple[int, int]:
+        """Return (active images, distinct rows) after layer `done` from the history."""
+        retired = history[1:done + 1, 2:].sum(axis=0)
+        active, images = history[done, :2]
+        return int(images + retired[1]), int(active + (retired[0] > 0))
+
+    def counts_later(self, batch: Batch):
+        """Return a function giving counts() as of now, read from the device once at the end."""
+        done = batch.done
+        cache = {}
+
+        def resolve():
+            if "history" not in cache:
+                if batch.final_history is None:
+                    batch.final_history = self._history(batch)
+                cache["history"] = batch.final_history
+            return self._counts_from(cache["history"], done)
+
+        return resolve
+
+    def merge_due(self, batch: Batch, index: int) -> bool:
+        """Return whether the layer loop should look for identical rows after layer `index`."""
+        return (index + 1) % MERGE_INTERVAL == 0
+
+    def settled(self, batch: Batch, index: int) -> bool:
+        """Return True once the GPU has reported no row left to compute.
+
+        Each layer's kernel writes its input count to seen[layer] in host memory as it
+        starts, so the answer comes a layer or two late; counts only fall.
+        """
+        while batch.landed < batch.done - 1 and batch.seen[batch.landed + 1] >= 0:
+            batch.landed += 1
+        return batch.seen[batch.landed] == 0
+
+    def categories(self, batch: Batch) -> np.ndarray:
+        count = int(batch.history[batch.done * 4].get())
+        alive = batch.retired.copy()
+        alive[batch.active[:count]] = 1
+        found = alive[batch.which[:batch.images.size]].get().astype(bool)
+        return np.sort(batch.images[found]) + 1
+
+    @property
+    def multiply_adds(self) -> int:
+        total = 0
+        for batch in self._batches:
+            history = self._history(batch)
+            for index in range(batch.done):
+                total += int(history[index, 0]) * self.layers[index].layout.entries
+        return total
+
+    def synchronize(self) -> None:
+        self.cp.cuda.get_current_stream().synchronize()

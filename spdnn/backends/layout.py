@@ -1,0 +1,242 @@
+"""The GPU's weight layout: each layer's distinct columns in ELL, indexed into the previous
+layer's distinct columns. Host code only (NumPy and numba), so it is tested without a GPU.
+
+Identical columns of W_l (same rows, same values) give identical outputs for every input,
+so each distinct column is computed once, and layer l+1 reads that one output wherever it
+used any of the identical columns. Every output still sums the same terms in the same
+order (ascending input neuron) as the CPU backend, so results match it bit for bit; only
+the work shrinks. RadiX-Net layers have N/16 distinct columns: every layer after the first
+reads and writes 16 times fewer activations. Merging is skipped for a layer when its
+distinct columns would not fit in one tile row of shared memory (see `tile_rows`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..network import VALUE_DTYPE, Network
+
+MAX_TILE_ROWS = 32
+"""A tile holds at most one warp's worth of rows: lane = row when all 32 share a column."""
+
+INDEX_ALIGN_BYTES = 16
+"""Each column's stored entries start on a 16-byte boundary, for vector loads."""
+
+
+@dataclass
+class LayerLayout:
+    """One layer as the kernels read it: `outputs` distinct columns, `stride` entries each.
+
+    `index[d, k]` is the k-th input of distinct column d as a column of the previous
+    layer's distinct outputs (`inputs` of them); entries past `width` and past a column's
+    own count are padding with weight 0 that repeats the column's last index (or 0).
+    `weight` is set (and `values` None) when every column has `width` entries of one value.
+    `classes[j]` is the distinct column that column j of W equals.
+    """
+
+    inputs: int
+    outputs: int
+    width: int
+    index: np.ndarray
+    values: np.ndarray | None
+    weight: float | None
+    classes: np.ndarray
+    entries: int
+    """Stored non-zeros over the distinct columns: the multiply-adds for one row."""
+
+    @property
+    def stride(self) -> int:
+        return self.index.shape[1]
+
+
+def tile_rows(inputs: int, tile_floats: int) -> int:
+    """Return the rows of a shared-memory tile for `inputs` columns (a power of two up to
+    32), or 0 when not even one row fits (then the wide kernel streams the row)."""
+    fit = min(MAX_TILE_ROWS, tile_floats // max(inputs, 1))
+    return 1 << (fit.bit_length() - 1) if fit >= 1 else 0
+
+
+def tile_offsets(columns: np.ndarray, rows: int) -> np.ndarray:
+    """Return the shared-memory offsets of input `columns` in a tile of `rows` rows.
+
+    Must equal `tile_offset` in kernels/layer.cu: row t of column c is at offset ^ t.
+    """
+    groups = 32 // rows
+    columns = columns.astype(np.int64)
+    return columns * rows + ((columns // groups) & (rows - 1))
+
+
+def _numba():
+    """Return the compiled preprocessing kernels (numba, cached on disk).
+
+    Both walk the CSR entries in row order, which is ascending row within every column:
+    the order in which the kernels (and the CPU backend) sum each column's terms.
+    """
+    global _kernels
+    if _kernels is not None:
+        return _kernels
+    from numba import njit
+
+    @njit(nogil=True, cache=True)
+    def column_hashes(indptr, indices, bits, neurons):
+        hashes = np.zeros(neurons, np.uint64)
+        counts = np.zeros(neurons, np.int64)
+        for i in range(indptr.size - 1):
+            for e in range(indptr[i], indptr[i + 1]):
+                j = indices[e]
+                x = hashes[j] ^ (np.uint64(i) << np.uint64(32)) ^ np.uint64(bits[e])
+                x ^= x >> np.uint64(30)
+                x *= np.uint64(0xBF58476D1CE4E5B9)
+                x ^= x >> np.uint64(27)
+                x *= np.uint64(0x94D049BB133111EB)
+                hashes[j] = x ^ (x >> np.uint64(31))
+                counts[j] += 1
+        for j in range(neurons):
+            hashes[j] ^= np.uint64(counts[j]) * np.uint64(0x9E3779B97F4A7C15)
+        return hashes, counts
+
+    @njit(nogil=True, cache=True)
+    def gather_columns(indptr, indices, values, classes, representatives, counts, width):
+        # the ELL of every class from its representative column; ok is False when some
+        # other column of a class differs from its representative
+        distinct = representatives.size
+        index = np.zeros((distinct, width), np.int32)
+        weights = np.zeros((distinct, width), np.float32)
+        position = np.zeros(classes.size, np.int64)
+        for i in range(indptr.size - 1):
+            for e in range(indptr[i], indptr[i + 1]):
+                j = indices[e]
+                d = classes[j]
+                if representatives[d] == j:
+                    index[d, position[j]] = i
+                    weights[d, position[j]] = values[e]
+                    position[j] += 1
+        ok = True
+        for i in range(indptr.size - 1):
+            for e in range(indptr[i], indptr[i + 1]):
+                j = indices[e]
+                d = classes[j]
+                if representatives[d] != j:
+                    p = position[j]
+                    if p >= counts[representatives[d]] or index[d, p] != i or \
+                            weights[d, p] != values[e] or \
+                            np.signbit(weights[d, p]) != np.signbit(values[e]):
+                        ok = False
+                    position[j] += 1
+        for d in range(distinct):
+            count = counts[representatives[d]]
+            for k in range(count, width):     # padding: the last index again, weight 0
+                index[d, k] = index[d, count - 1] if count > 0 else 0
+        return index, weights, ok
+
+    _kernels = column_hashes, gather_columns
+    return _kernels
+
+
+_kernels = None
+
+
+@dataclass
+class DistinctColumns:
+    """One layer's distinct columns with their entries in input-neuron numbering."""
+
+    classes: np.ndarray
+    index: np.ndarray
+    values: np.ndarray
+    counts: np.ndarray
+
+
+def distinct_columns(layer: sp.csr_matrix, merge: bool = True) -> DistinctColumns:
+    """Return the distinct columns of `layer`, numbered by their first occurrence.
+
+    Columns are grouped by a hash of their entries and every member is checked against
+    its group's first column; if any check fails (a hash collision), nothing is merged.
+    """
+    column_hashes, gather_columns = _numba()
+    neurons = layer.shape[0]
+    indptr = layer.indptr.astype(np.int64)
+    values = layer.data.astype(VALUE_DTYPE)
+    hashes, counts = column_hashes(indptr, layer.indices, values.view(np.uint32), neurons)
+    width = int(counts.max(initial=0))
+    if merge:
+        _, first, group = np.unique(hashes, return_index=True, return_inverse=True)
+        order = np.argsort(first)                # distinct columns in order of first use
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        classes = rank[group].astype(np.int32)
+        representatives = first[order]
+        index, weights, ok = gather_columns(indptr, layer.indices, values, classes,
+                                            representatives, counts, width)
+        if ok:
+            return DistinctColumns(classes, index, weights, counts[representatives])
+    classes = np.arange(neurons, dtype=np.int32)
+    index, weights, _ = gather_columns(indptr, layer.indices, values, classes, classes, counts,
+                                       width)
+    return DistinctColumns(classes, index, weights, counts)
+
+
+def _pad_to(array: np.ndarray, columns: int, fill_last: bool) -> np.ndarray:
+    padded = np.zeros((array.shape[0], columns), array.dtype)
+    padded[:, :array.shape[1]] = array
+    if fill_last and array.shape[1] and columns > array.shape[1]:
+        padded[:, array.shape[1]:] = array[:, -1:]
+    return padded
+
+
+def layer_layouts(network: Network, tile_floats: int, depth: int | None = None,
+                  threads: int = 1) -> Iterator[LayerLayout]:
+    """Yield the layout of each of the first `depth` layers of `network`, in order.
+
+    Layers are independent until their indices are renumbered into the previous layer's
+    distinct columns, so `threads` workers find distinct columns ahead of the renumbering.
+    A layer's columns merge only when their number fits a tile row of `tile_floats`.
+    """
+    depth = network.depth if depth is None else depth
+    neurons = network.neurons
+
+    def find(position: int) -> DistinctColumns:
+        return distinct_columns(network.layers[position])
+
+    previous = np.arange(neurons, dtype=np.int32)     # the features: every neuron distinct
+    inputs = neurons
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        ahead = 2 * max(1, threads)
+        futures = [pool.submit(find, k) for k in range(min(depth, ahead))]
+        for position in range(depth):
+            found = futures[position].result()
+            futures[position] = None
+            if position + ahead < depth:
+                futures.append(pool.submit(find, position + ahead))
+            merged = found.classes.max(initial=-1) + 1 < neurons
+            if merged and found.classes.max() + 1 > tile_floats:
+                found = distinct_columns(network.layers[position], merge=False)
+            yield _renumber(found, previous, inputs, tile_floats)
+            previous, inputs = found.classes, int(found.classes.max(initial=-1)) + 1
+
+
+def _renumber(found: DistinctColumns, previous: np.ndarray, inputs: int,
+              tile_floats: int) -> LayerLayout:
+    """Return the kernels' layout of `found`, whose inputs are `previous`'s classes."""
+    outputs, width = found.index.shape
+    index = previous[found.index] if found.index.size else found.index
+    rows = tile_rows(inputs, tile_floats)
+    if rows:
+        index = tile_offsets(index, rows)
+    index_dtype = np.uint16 if index.max(initial=0) < 2**16 else np.uint32
+    align = INDEX_ALIGN_BYTES // np.dtype(index_dtype).itemsize
+    stride = max(align, -(-width // align) * align)
+    uniform = bool(np.all(found.counts == width))
+    real = found.values if width else np.zeros((outputs, 0), VALUE_DTYPE)
+    constant = uniform and (real.size == 0 or bool(np.all(real.view(np.uint32) ==
+                                                          real.view(np.uint32).flat[0])))
+    return LayerLayout(
+        inputs=inputs, outputs=outputs, width=width,
+        index=_pad_to(index.astype(index_dtype), stride, fill_last=True),
+        values=None if constant else _pad_to(found.values, stride, fill_last=False),
+        weight=float(real.flat[0]) if constant and real.size else (0.0 if constant else None),
+        classes=found.classes, entries=int(found.counts.sum()))

@@ -1,0 +1,110 @@
+"""The CUDA backend gives exactly the CPU backend's results (marked gpu: needs CuPy and a GPU).
+
+Weights come from {+-0.5, +-1, +-2} and biases like +0.5 / -1.5, so float32 sums are exact
+in any order; every shortcut (distinct columns, row merging, retiring saturated rows,
+streaming wide rows, batches) is checked on inputs where it applies and where it does not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import OFFICIAL, random_features, random_network
+
+from spdnn import challenge, generate
+from spdnn.backends import cuda_available
+from spdnn.backends.cpu import CpuEngine
+from spdnn.infer import infer
+from spdnn.network import Network
+
+pytestmark = pytest.mark.gpu
+
+if not cuda_available():
+    pytest.skip("needs CuPy and a usable CUDA GPU", allow_module_level=True)
+
+from spdnn.backends.cuda import CudaEngine
+
+DEVICE_DATA = Path(__file__).resolve().parents[1] / ".device-data" / "graphchallenge-1024"
+
+
+def assert_same(network: Network, features, engine: CudaEngine, layers: int | None = None):
+    """Check categories and per-layer active rows of `engine` against the CPU backend."""
+    expected = infer(network, features, CpuEngine(), layers)
+    found = infer(network, features, engine, layers)
+    assert np.array_equal(found.categories, expected.categories)
+    assert found.active_rows == expected.active_rows
+    assert 0 < found.multiply_adds or not expected.active_rows[0]
+    return found
+
+
+@pytest.mark.parametrize("neurons,depth,bias", [(37, 6, 0.5), (129, 5, -1.5), (64, 7, -0.5)])
+def test_random_networks_match_the_cpu(rng, neurons, depth, bias):
+    network = random_network(rng, neurons, depth, bias)
+    assert_same(network, random_features(rng, 300, neurons), CudaEngine())
+
+
+def test_constant_weights_with_equal_columns_match_the_cpu(rng):
+    network = generate.radixnet(1024, 24, seed=int(rng.integers(1 << 30)))
+    features = generate.features(1024, 500, seed=int(rng.integers(1 << 30)))
+    found = assert_same(network, features, CudaEngine())
+    assert found.multiply_adds < challenge.edges(500, network.nonzeros) // 8
+
+
+def test_saturated_rows_retire_only_when_later_layers_keep_them(rng):
+    # every weight 1: rows saturate at once; layer 4 cannot keep an all-YMAX row
+    neurons = 48
+    full = sp.csr_matrix(np.ones((neurons, neurons), np.float32))
+    breaking = np.ones((neurons, neurons), np.float32)
+    breaking[:, 5] = -1.0
+    layers = [full, full, full, sp.csr_matrix(breaking), full, full]
+    network = Network(neurons, layers, -1.5)
+    features = random_features(rng, 200, neurons, density=0.05)
+    for layers_run in (3, 6):
+        assert_same(network, features, CudaEngine(), layers_run)
+
+
+def test_rows_wider_than_shared_memory_stream_in_passes(rng):
+    network = random_network(rng, 300, 4, -0.5)
+    features = random_features(rng, 120, 300)
+    assert_same(network, features, CudaEngine(tile_bytes=1024))      # 256 floats: every layer wide
+    merged = generate.radixnet(256, 6, seed=5)
+    assert_same(merged, random_features(rng, 120, 256, 0.1), CudaEngine(tile_bytes=2048))
+
+
+def test_batches_and_streamed_weights_give_the_same_answer(rng):
+    network = random_network(rng, 70, 5, 0.5)
+    features = random_features(rng, 400, 70)
+    assert_same(network, features, CudaEngine(batch_rows=37))
+    assert_same(network, features, CudaEngine(resident_weights=False))
+
+
+def test_no_live_rows_and_one_layer(rng):
+    network = random_network(rng, 20, 1, -0.5)
+    assert infer(network, sp.csr_matrix((5, 20), dtype=np.float32), CudaEngine()).categories.size == 0
+    assert_same(network, random_features(rng, 30, 20), CudaEngine())
+
+
+def test_one_network_on_the_gpu_serves_several_depths(rng):
+    network = generate.radixnet(256, 40, seed=9)
+    features = generate.features(256, 300, seed=4)
+    engine = CudaEngine()
+    for layers in (12, 40, 25):
+        assert_same(network, features, engine, layers)
+
+
+def test_official_1024_files_give_the_truth():
+    from spdnn.io import tsv
+
+    data = next((d for d in (OFFICIAL, DEVICE_DATA) if (d / "neuron1024").is_dir()), None)
+    if data is None:
+        pytest.skip(f"official N = 1024 files not found at {OFFICIAL} or {DEVICE_DATA}")
+    layers = [tsv.read_weights(data / "neuron1024" / f"n1024-l{k}.tsv.gz", 1024)
+              for k in range(1, 121)]
+    network = Network(1024, layers, challenge.default_bias(1024))
+    features = tsv.read_features(data / "sparse-images-1024-first600.tsv.gz", 1024)
+    truth = tsv.read_categories(data / "neuron1024-l120-categories-first600.tsv")
+    result = assert_same(network, features, CudaEngine())
+    assert np.array_equal(result.categories, truth)

@@ -1,0 +1,133 @@
+"""The GPU weight layout (host code, no GPU): distinct columns, renumbering, tile offsets.
+
+`emulate` runs the layout the way the CUDA kernels do (one float32 multiply and one add
+per stored entry, in stored order) and must match the uncompressed network bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import random_features, random_network, reference_categories
+
+from spdnn import generate
+from spdnn.backends.layout import distinct_columns, layer_layouts, tile_offsets, tile_rows
+from spdnn.challenge import YMAX
+from spdnn.network import Network
+
+
+def activate(z: np.ndarray, bias: float) -> np.ndarray:
+    y = np.minimum(np.maximum(z + np.float32(bias), np.float32(0)), np.float32(YMAX))
+    return np.where(z != 0, y, np.float32(0)).astype(np.float32)
+
+
+def emulate(network: Network, features, tile_floats: int) -> list[np.ndarray]:
+    """Return every layer's activations over the distinct columns, as the kernels compute."""
+    y = features.toarray().astype(np.float32)
+    out = []
+    for layout in layer_layouts(network, tile_floats):
+        rows = tile_rows(layout.inputs, tile_floats)
+        index = layout.index[:, :layout.width].astype(np.int64)
+        if rows:
+            index //= rows          # the tile offset of column c is c * rows + (less than rows)
+        weights = (layout.values[:, :layout.width] if layout.values is not None
+                   else np.full(index.shape, layout.weight, np.float32))
+        z = np.zeros((y.shape[0], layout.outputs), np.float32)
+        for k in range(layout.width):
+            z = z + y[:, index[:, k]] * weights[:, k]
+        y = activate(z, network.bias)
+        out.append((y, layout.classes))
+    return out
+
+
+def uncompressed(network: Network, features) -> list[np.ndarray]:
+    """Return every layer's activations, each output summed over its column in row order."""
+    y = features.toarray().astype(np.float32)
+    out = []
+    for layer in network.layers:
+        columns = sp.csc_matrix(layer)
+        columns.sort_indices()
+        z = np.zeros((y.shape[0], layer.shape[1]), np.float32)
+        for j in range(layer.shape[1]):
+            acc = np.zeros(y.shape[0], np.float32)
+            for k in range(columns.indptr[j], columns.indptr[j + 1]):
+                acc = acc + y[:, columns.indices[k]] * columns.data[k]
+            z[:, j] = acc
+        y = activate(z, network.bias)
+        out.append(y)
+    return out
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 8, 16, 32])
+def test_tile_offsets_fill_the_tile_and_loads_avoid_bank_conflicts(rows):
+    inputs = 45
+    columns = np.arange(inputs)
+    cells = tile_offsets(columns, rows)[:, None] ^ np.arange(rows)[None, :]
+    assert np.array_equal(np.sort(cells.ravel()), np.arange(inputs * rows))
+    for t in range(rows):           # 32 consecutive columns of one row: 32 different banks
+        for start in range(inputs - 31):
+            assert np.unique(cells[start:start + 32, t] % 32).size == 32
+
+
+def test_tile_rows_are_powers_of_two_that_fit():
+    assert tile_rows(64, 32768) == 32
+    assert tile_rows(4096, 32768) == 8
+    assert tile_rows(16384, 32768) == 2
+    assert tile_rows(65536, 32768) == 0
+    assert tile_rows(3000, 32768) == 8
+
+
+def test_radixnet_layers_have_one_distinct_column_per_sixteen():
+    network = generate.radixnet(256, 12, seed=3)     # M = 16 residues, 4 levels
+    for position in (0, 5, 9):
+        found = distinct_columns(network.layers[position])
+        assert found.index.shape == (16, 32)
+        assert np.array_equal(found.classes, np.arange(256) % 16)
+    # the last level links residues a and a - M/2: columns a and a + M/2 are equal too
+    assert distinct_columns(network.layers[7]).index.shape == (8, 32)
+
+
+def test_distinct_columns_group_exactly_the_equal_columns(rng):
+    base = random_network(rng, 40, 1, -0.5, per_column=(1, 4)).layers[0].toarray()
+    base[:, 10:20] = base[:, [3] * 10]                     # ten copies of column 3
+    base[:, 25] = base[:, 3]
+    base[5, 25] = -base[5, 25] if base[5, 25] else 2.0     # ... and a near copy
+    found = distinct_columns(sp.csr_matrix(base))
+    for a in range(40):
+        for b in range(40):
+            same = np.array_equal(base[:, a], base[:, b])
+            assert (found.classes[a] == found.classes[b]) == same
+
+
+@pytest.mark.parametrize("tile_floats", [1 << 15, 64, 24])
+def test_layout_matches_the_uncompressed_network_bit_for_bit(rng, tile_floats):
+    network = generate.radixnet(64, 9, seed=int(rng.integers(1 << 30)), bias=-0.3)
+    features = random_features(rng, 50, 64, density=0.3)
+    expected = uncompressed(network, features)
+    for (y, classes), full in zip(emulate(network, features, tile_floats), expected):
+        assert np.array_equal(y[:, classes].view(np.uint32), full.view(np.uint32))
+
+
+@pytest.mark.parametrize("bias", [-0.5, 0.5, -1.5])
+def test_layout_of_mixed_weights_and_counts_gives_the_reference(rng, bias):
+    network = random_network(rng, 33, 5, bias, per_column=(0, 7))
+    features = random_features(rng, 60, 33)
+    emulated = emulate(network, features, 1 << 15)
+    y, _ = emulated[-1]
+    assert np.array_equal(np.flatnonzero(y.any(axis=1)) + 1,
+                          reference_categories(network, features))
+    for (y, classes), full in zip(emulated, uncompressed(network, features)):
+        assert np.array_equal(y[:, classes], full)
+
+
+def test_constant_weights_store_no_values_and_padding_has_weight_zero(rng):
+    network = generate.radixnet(64, 3, seed=1)
+    layouts = list(layer_layouts(network, 1 << 15))
+    assert all(layout.values is None and layout.weight == 1 / 16 for layout in layouts)
+    assert [layout.inputs for layout in layouts] == [64, 4, 2]   # M = 4; level 1 links a, a - 2
+    mixed = random_network(rng, 20, 2, -0.5, per_column=(1, 5))
+    for layout in layer_layouts(mixed, 1 << 15):
+        assert layout.values is not None
+        counts = (layout.values != 0).sum(axis=1)
+        assert counts.sum() <= layout.entries
