@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import click
 
 from . import challenge
+from .backends import BACKENDS
 from .errors import SpdnnError
 
 
@@ -19,26 +21,27 @@ class BadInput(click.ClickException):
 
 
 def progress(items, label: str = ""):
-    """Return `items` wrapped in a progress bar on stderr when stderr is a terminal."""
-    return _ProgressIterable(items, label)
+    """Yield `items`, with a progress bar on stderr when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield from items
+        return
+    with click.progressbar(items, label=label, file=sys.stderr) as bar:
+        yield from bar
 
 
-class _ProgressIterable:
-    def __init__(self, items, label):
-        self.items, self.label = items, label
+@contextlib.contextmanager
+def user_errors():
+    """Turn the library's input errors and file-system errors into one line and exit 2."""
+    try:
+        yield
+    except SpdnnError as error:
+        raise BadInput(str(error)) from None
+    except OSError as error:
+        raise BadInput(f"{error.filename or ''}: {error.strerror or error}") from None
 
-    def __iter__(self):
-        if not sys.stderr.isatty():
-            yield from self.items
-            return
-        with click.progressbar(self.items, label=self.label, file=sys.stderr) as bar:
-            yield from bar
 
-
-def _positive(ctx, param, value):
-    if value is not None and value < 1:
-        raise click.BadParameter(f"must be at least 1, not {value}")
-    return value
+POSITIVE = click.IntRange(min=1)
+OFFICIAL_BIASES = ", ".join(f"{b:.2f}" for b in challenge.DEFAULT_BIAS.values())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
@@ -54,14 +57,20 @@ def main(ctx):
         click.echo(ctx.get_help())
 
 
+def _check_sources(data_dir, weights, features) -> None:
+    """Refuse source options that cannot go together (before any file is looked at)."""
+    if (weights or features) and not (weights and features):
+        raise click.UsageError("--weights and --features go together")
+    if data_dir and weights:
+        raise click.UsageError("give --data-dir or --weights/--features, not both")
+
+
 def _sources(data_dir, weights, features, categories, neurons, layers):
+    """Return the paths of the problem the options name (the bundled sample by default)."""
     from . import dataset
 
-    if weights or features:
-        if not (weights and features):
-            raise click.UsageError("--weights and --features go together")
-        if data_dir:
-            raise click.UsageError("give --data-dir or --weights/--features, not both")
+    _check_sources(data_dir, weights, features)
+    if weights:
         return dataset.Sources(Path(weights), Path(features),
                                Path(categories) if categories else None, neurons, layers)
     sources = dataset.from_data_dir(Path(data_dir or challenge.SAMPLE_DIR), neurons, layers)
@@ -70,14 +79,18 @@ def _sources(data_dir, weights, features, categories, neurons, layers):
     return sources
 
 
-def _write_json(destination: str, entry: dict) -> None:
+def _write_text(destination: str, text: str) -> None:
+    """Write `text` to a file atomically, or to stdout when `destination` is '-'."""
     from .io.atomic import write_text_atomic
 
-    text = json.dumps(entry, indent=2) + "\n"
     if destination == "-":
         click.echo(text, nl=False)
     else:
         write_text_atomic(destination, text)
+
+
+def _write_json(destination: str, entry: dict) -> None:
+    _write_text(destination, json.dumps(entry, indent=2) + "\n")
 
 
 data_options = [
@@ -88,15 +101,15 @@ data_options = [
                  help="Folder of n{N}-l{k}.tsv[.gz] layer files, or a network .h5 file."),
     click.option("--features", type=click.Path(),
                  help="Feature file: sparse-images-{N}.tsv[.gz] or a features .h5 file."),
-    click.option("--neurons", "-n", type=int, callback=_positive,
+    click.option("--neurons", "-n", type=POSITIVE,
                  help="N, neurons per layer. Default: found from the file names."),
-    click.option("--layers", "-l", type=int, callback=_positive,
+    click.option("--layers", "-l", type=POSITIVE,
                  help="L, layers to run. Default with --data-dir: the L of the one "
                       "neuron{N}-l{L}-categories.tsv there, else 120; otherwise every layer "
                       "the weights hold."),
     click.option("--bias", type=float,
-                 help="Bias of every neuron. Default: the official one for N "
-                      "(-0.30, -0.35, -0.40, -0.45); required for other N."),
+                 help=f"Bias of every neuron. Default: the official one for N "
+                      f"({OFFICIAL_BIASES}); required for other N."),
 ]
 
 
@@ -110,9 +123,9 @@ def with_data_options(function):
 @with_data_options
 @click.option("--categories", type=click.Path(),
               help="Truth file to check against (one 1-based id per line).")
-@click.option("--backend", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto",
               show_default=True, help="auto picks a GPU when one is usable.")
-@click.option("--threads", type=int, callback=_positive,
+@click.option("--threads", type=POSITIVE,
               help="CPU threads for the cpu backend. Default: every core this process may use.")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Write the computed categories here, one 1-based id per line.")
@@ -123,11 +136,11 @@ def with_data_options(function):
 @click.option("--synthetic", is_flag=True,
               help="Generate the problem in memory instead of reading files (RadiX-Net "
                    "weights, digit-like images; no truth, so nothing is verified). "
-                   "Default size: N = 1024, L = 120.")
-@click.option("--features-rows", type=click.IntRange(min=1), default=challenge.FEATURE_ROWS,
-              show_default=True, help="Feature rows of a --synthetic problem.")
-@click.option("--seed", type=click.IntRange(min=0), default=challenge.DEFAULT_SEED,
-              show_default=True, help="Seed of a --synthetic problem.")
+                   f"Default size: N = {challenge.NEURONS[0]}, L = {challenge.LAYERS[0]}.")
+@click.option("--features-rows", type=POSITIVE,
+              help=f"Feature rows of a --synthetic problem. Default: {challenge.FEATURE_ROWS}.")
+@click.option("--seed", type=click.IntRange(min=0),
+              help=f"Seed of a --synthetic problem. Default: {challenge.DEFAULT_SEED}.")
 def run(data_dir, weights, features, neurons, layers, bias, categories, backend, threads,
         out, json_out, trace, synthetic, features_rows, seed):
     """Run the inference, time it, and check the categories against the truth.
@@ -139,14 +152,21 @@ def run(data_dir, weights, features, neurons, layers, bias, categories, backend,
     from .backends import make_engine
     from .io import tsv
 
-    talk = sys.stderr if json_out == "-" else sys.stdout
-    try:
+    if json_out == "-" and trace == "-":
+        raise click.UsageError("--json and --trace cannot both go to stdout")
+    if not synthetic and (features_rows or seed is not None):
+        raise click.UsageError("--features-rows and --seed go with --synthetic")
+    talk = sys.stderr if "-" in (json_out, trace) else sys.stdout
+    with user_errors():
         if distributed.launched():        # mpiexec/srun: rows split over ranks, rank 0 reports
             if synthetic:
                 raise click.UsageError("--synthetic runs in one process; under MPI, "
                                        "`spdnn generate` the files first")
-            sources = _sources(data_dir, weights, features, categories, neurons, layers)
-            result, entry = distributed.run(sources, bias, backend, threads, progress)
+            _check_sources(data_dir, weights, features)
+            # the files are looked for inside the job, so a rank that misses them stops all
+            result, entry = distributed.run(
+                lambda: _sources(data_dir, weights, features, categories, neurons, layers),
+                bias, backend, threads, progress)
             if entry is None:
                 return
         else:
@@ -156,7 +176,9 @@ def run(data_dir, weights, features, neurons, layers, bias, categories, backend,
                     raise click.UsageError("--synthetic reads no files: drop --data-dir, "
                                            "--weights, --features and --categories")
                 problem = dataset.synthetic(neurons or challenge.NEURONS[0],
-                                            layers or challenge.LAYERS[0], features_rows, seed,
+                                            layers or challenge.LAYERS[0],
+                                            features_rows or challenge.FEATURE_ROWS,
+                                            challenge.DEFAULT_SEED if seed is None else seed,
                                             bias)
             else:
                 sources = _sources(data_dir, weights, features, categories, neurons, layers)
@@ -168,10 +190,6 @@ def run(data_dir, weights, features, neurons, layers, bias, categories, backend,
             _write_json(json_out, entry)
         if trace:
             _write_json(trace, runner.trace(entry, result))
-    except SpdnnError as error:
-        raise BadInput(str(error)) from None
-    except OSError as error:
-        raise BadInput(f"{error.filename or ''}: {error.strerror or error}") from None
     click.echo(runner.summary(entry), file=talk)
     if entry["verified"] is False:
         sys.exit(1)
@@ -188,23 +206,12 @@ def convert(data_dir, weights, features, neurons, layers, bias, out_dir):
     """
     from . import dataset
 
-    try:
+    with user_errors():
         sources = _sources(data_dir, weights, features, None, neurons, layers)
         network_path, features_path, wrote = dataset.convert(sources, Path(out_dir), bias,
                                                              progress)
-    except SpdnnError as error:
-        raise BadInput(str(error)) from None
     state = "wrote" if wrote else "up to date, reused"
     click.echo(f"{state}: {network_path} {features_path}")
-
-
-def _write_text(destination: str, text: str) -> None:
-    from .io.atomic import write_text_atomic
-
-    if destination == "-":
-        click.echo(text, nl=False)
-    else:
-        write_text_atomic(destination, text)
 
 
 def _append_json_line(destination: str, entry: dict) -> None:
@@ -226,11 +233,12 @@ def _append_json_line(destination: str, entry: dict) -> None:
               help="Read problems in the official layout from here. Default: generate them.")
 @click.option("--features-rows", type=click.IntRange(min=1),
               help=f"Images to generate per N. Default: {challenge.FEATURE_ROWS}.")
-@click.option("--seed", type=int, default=challenge.DEFAULT_SEED, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=challenge.DEFAULT_SEED,
+              show_default=True,
               help="Seed of the generated weights and images.")
-@click.option("--backend", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto",
               show_default=True, help="auto picks a GPU when one is usable.")
-@click.option("--threads", type=int, callback=_positive,
+@click.option("--threads", type=POSITIVE,
               help="CPU threads for the cpu backend. Default: every core this process may use.")
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Inferences per configuration: the record is the median one and holds "
@@ -252,7 +260,7 @@ def bench(neurons, layers, data_dir, features_rows, seed, backend, threads, repe
         raise click.UsageError("--features-rows is for generated problems, not --data-dir")
     talk = sys.stderr if results == "-" else sys.stdout
     entries = []
-    try:
+    with user_errors():
         chosen = benchmark.configurations(neurons, layers)
         for entry in benchmark.bench(
                 chosen, backend=backend, threads=threads,
@@ -262,10 +270,6 @@ def bench(neurons, layers, data_dir, features_rows, seed, backend, threads, repe
             _append_json_line(results, entry)
             click.echo(runner.summary(entry), err=True)
             entries.append(entry)
-    except SpdnnError as error:
-        raise BadInput(str(error)) from None
-    except OSError as error:
-        raise BadInput(f"{error.filename or ''}: {error.strerror or error}") from None
     if not entries:
         raise BadInput("no configuration could run here (see the notes above)")
     click.echo(reports.markdown_table(entries), file=talk, nl=False)
@@ -289,7 +293,7 @@ def report_command(results, markdown_out, plot):
     from . import report as reports
 
     records = []
-    try:
+    with user_errors():
         for path in results:
             found = reports.read_records(path)
             if not found:
@@ -301,10 +305,6 @@ def report_command(results, markdown_out, plot):
         if plot:
             reports.save_png(reports.throughput_figure(records), plot)
         _write_text(markdown_out, table)
-    except SpdnnError as error:
-        raise BadInput(str(error)) from None
-    except OSError as error:
-        raise BadInput(f"{error.filename or ''}: {error.strerror or error}") from None
 
 
 @main.command()
@@ -318,19 +318,16 @@ def activity(trace, plot):
     """
     from . import report as reports
 
-    try:
+    with user_errors():
         traced = reports.read_trace(trace)
         if plot:
             reports.save_png(reports.activity_figure(traced), plot)
-    except SpdnnError as error:
-        raise BadInput(str(error)) from None
-    except OSError as error:
-        raise BadInput(f"{error.filename or ''}: {error.strerror or error}") from None
-    click.echo(reports.activity_table(traced), nl=False)
+        table = reports.activity_table(traced)
+    click.echo(table, nl=False)
 
 
 @main.command("generate")
-@click.option("--neurons", "-n", type=int, default=1024, show_default=True,
+@click.option("--neurons", "-n", type=POSITIVE, default=challenge.NEURONS[0], show_default=True,
               help="N: 16 * 2^p neurons, a square (1024, 4096, 16384, 65536, or 256, ...).")
 @click.option("--layers", "-l", type=click.IntRange(min=1), default=challenge.LAYERS[0],
               show_default=True, help="L, layers of the network.")
@@ -359,12 +356,8 @@ def generate_command(neurons, layers, features_rows, seed, out_dir, fmt, bias):
         generate.picture_side(neurons)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--neurons") from None
-    try:
+    with user_errors():
         written = generate.write_dataset(Path(out_dir), neurons, layers, features_rows, seed,
                                          fmt, bias, progress)
-    except SpdnnError as error:
-        raise BadInput(str(error)) from None
-    except OSError as error:
-        raise BadInput(f"{error.filename or ''}: {error.strerror or error}") from None
     click.echo(f"wrote {written.weights} ({layers} layers), {written.features} "
                f"({features_rows} rows), {written.categories} ({written.survivors} categories)")

@@ -50,23 +50,23 @@ def layer_files(folder: Path, neurons: int) -> list[Path]:
     return files
 
 
-def neurons_in(folder: Path) -> int:
-    """Return N for a weights folder holding n{N}-l1.tsv[.gz]; SpdnnError if not exactly one."""
-    found = {int(m.group(1)) for f in folder.iterdir()
-             if (m := re.fullmatch(r"n(\d+)-l1\.tsv(\.gz)?", f.name))}
+def _only_size(folder: Path, pattern: str, what: str) -> int:
+    """Return the one N that names an entry of `folder` matching `pattern` (N as group 1)."""
+    found = sorted({int(m.group(1)) for f in folder.iterdir()
+                    if (m := re.fullmatch(pattern, f.name))})
     if len(found) != 1:
-        what = "no" if not found else f"several ({sorted(found)})"
-        raise InputError(folder, f"holds {what} n{{N}}-l1.tsv layer sets; give --neurons")
-    return found.pop()
+        which = "no" if not found else f"several ({found})"
+        raise InputError(folder, f"holds {which} {what}; give --neurons")
+    return found[0]
+
+
+def neurons_in(folder: Path) -> int:
+    """Return N for a weights folder holding n{N}-l1.tsv[.gz]; InputError if not exactly one."""
+    return _only_size(folder, r"n(\d+)-l1\.tsv(\.gz)?", "n{N}-l1.tsv layer sets")
 
 
 def neurons_in_data_dir(data_dir: Path) -> int:
-    found = sorted(int(m.group(1)) for f in data_dir.iterdir()
-                   if f.is_dir() and (m := re.fullmatch(r"neuron(\d+)", f.name)))
-    if len(found) != 1:
-        what = "no" if not found else f"several ({found})"
-        raise InputError(data_dir, f"holds {what} neuron{{N}} folders; give --neurons")
-    return found[0]
+    return _only_size(data_dir, r"neuron(\d+)", "neuron{N} folders")
 
 
 def layers_of_truth(data_dir: Path, neurons: int) -> int | None:
@@ -97,10 +97,9 @@ def read_network(path: Path, neurons: int | None, layers: int | None, bias: floa
     """Return the first `layers` layers (all when None) from a TSV folder or an HDF5 file."""
     path = Path(path)
     if is_h5(path):
-        stored = h5.network_attributes(path)
-        if neurons is not None and neurons != stored["neurons"]:
-            raise InputError(path, f"holds N = {stored['neurons']}, not the {neurons} asked for")
         network = h5.read_network(path, layers, lambda items: progress(items, "reading layers"))
+        if neurons is not None and neurons != network.neurons:
+            raise InputError(path, f"holds N = {network.neurons}, not the {neurons} asked for")
         if bias is not None:
             network.bias = bias
         return network
@@ -186,9 +185,12 @@ def convert(sources: Sources, out_dir: Path, bias: float | None,
     Returns the two paths and whether anything was written: outputs whose stored
     fingerprint matches the inputs are reused.
     """
+    if is_h5(sources.weights):
+        raise InputError(sources.weights, "is already an HDF5 network; convert reads TSV layers")
+    if not sources.weights.is_dir():
+        raise InputError(sources.weights, "no such folder")
     neurons = sources.neurons or neurons_in(sources.weights)
-    weight_files = layer_files(sources.weights, neurons) if sources.weights.is_dir() else \
-        [sources.weights]
+    weight_files = layer_files(sources.weights, neurons)
     layers = sources.layers or len(weight_files)
     bias = resolve_bias(neurons, bias)
     network_path = Path(out_dir) / challenge.network_store_name(neurons, layers)

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,18 +257,22 @@ def start() -> Job:
                max(1, len(cores) // sharing))
 
 
-def run(sources: dataset.Sources, bias: float | None, backend: str, threads: int | None,
-        progress: dataset.Progress = dataset.no_progress) -> tuple[Gathered | None, dict | None]:
+def run(find_sources: Callable[[], dataset.Sources], bias: float | None, backend: str,
+        threads: int | None, progress: dataset.Progress = dataset.no_progress
+        ) -> tuple[Gathered | None, dict | None]:
     """Run the problem on every rank; return (inference, record) on rank 0, (None, None) elsewhere.
+
+    `find_sources` locates the files; the node leaders call it inside the job, so that a
+    rank that cannot see them stops the whole job instead of leaving the others waiting.
 
     Raises RankFailure on rank 0 and SystemExit elsewhere when any rank failed.
     """
     job = start()
     with job.abort_on_escape():
-        return _run(job, sources, bias, backend, threads, progress)
+        return _run(job, find_sources, bias, backend, threads, progress)
 
 
-def _run(job: Job, sources, bias, backend, threads, progress):
+def _run(job: Job, find_sources, bias, backend, threads, progress):
     engine = gpu = None
     with job.phase():
         engine, gpu = job.make_engine(backend, threads)
@@ -276,6 +281,7 @@ def _run(job: Job, sources, bias, backend, threads, progress):
     problem = None
     with job.phase():
         if job.leader:     # once per node; only rank 0 needs the truth
+            sources = find_sources()
             mine = sources if job.root else dataclasses.replace(sources, categories=None)
             problem = dataset.load(mine, bias, progress if job.root else dataset.no_progress)
     network = job.share_network(problem.network if job.leader else None)

@@ -12,16 +12,6 @@ VALUE_DTYPE = np.float32
 """Weights and activations are single precision on every backend, as in the champions' codes."""
 
 
-def as_layer(matrix, neurons: int) -> sp.csr_matrix:
-    """Return `matrix` as an N x N CSR matrix of VALUE_DTYPE with sorted, summed indices."""
-    layer = sp.csr_matrix(matrix, dtype=VALUE_DTYPE)
-    if layer.shape != (neurons, neurons):
-        raise ValueError(f"layer shape {layer.shape} is not ({neurons}, {neurons})")
-    layer.sum_duplicates()
-    layer.sort_indices()
-    return layer
-
-
 @dataclass
 class Network:
     """`layers[k]` is W_{k+1}: row i, column j is the edge from neuron i to neuron j.
@@ -54,13 +44,3 @@ class Network:
         """Return the network made of the first `layers` layers."""
         return Network(self.neurons, self.layers[:layers], self.bias, self.layer_nonzeros[:layers])
 
-
-def as_features(matrix, neurons: int) -> sp.csr_matrix:
-    """Return `matrix` as a rows x N CSR matrix of VALUE_DTYPE, without explicit zeros."""
-    features = sp.csr_matrix(matrix, dtype=VALUE_DTYPE)
-    if features.shape[1] != neurons:
-        raise ValueError(f"features have {features.shape[1]} columns, not {neurons}")
-    features.sum_duplicates()
-    features.eliminate_zeros()
-    features.sort_indices()
-    return features

@@ -146,13 +146,37 @@ def test_truncated_gzip_exits_2(problem, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--layers", "8"], "n33-l8.tsv: no such file"),
-    (["--layers", "0"], "must be at least 1"),
+    (["--layers", "0"], "0 is not in the range x>=1"),
     (["--backend", "tpu"], "'tpu' is not one of"),
     (["--neurons", "33", "--layers", "7"], "no official bias; give --bias"),
 ])
 def test_bad_usage_exits_2(problem, args, message):
     data, *_ = problem
     result = invoke("run", "--data-dir", data, *args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_convert_refuses_an_hdf5_network_as_input(problem, tmp_path):
+    data, *_ = problem
+    store = tmp_path / "store"
+    invoke("convert", "--data-dir", data, "--layers", 7, "--bias", 0.5, "--out", store)
+    result = invoke("convert", "--weights", store / "neuron33-l7.h5", "--features",
+                    data / "sparse-images-33.tsv", "--out", tmp_path / "again")
+    assert result.exit_code == 2
+    assert "already an HDF5 network" in result.output
+    assert not (tmp_path / "again").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--features-rows", "10"], "go with --synthetic"),
+    (["--json", "-", "--trace", "-"], "cannot both go to stdout"),
+    (["--synthetic", "--weights", "w", "--features", "f"], "--synthetic reads no files"),
+])
+def test_options_that_cannot_go_together_exit_2(problem, args, message):
+    data, *_ = problem
+    extra = [] if "--weights" in args else ["--data-dir", data]
+    result = invoke("run", *extra, "--bias", 0.5, *args)
     assert result.exit_code == 2
     assert message in result.output
 

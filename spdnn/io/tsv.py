@@ -18,8 +18,6 @@ from ..errors import InputError
 from ..network import VALUE_DTYPE
 from .atomic import atomic_path
 
-TRIPLE = ("row", "column", "value")
-
 
 def _open_text(path: Path):
     if path.name.endswith(".gz"):
@@ -109,11 +107,11 @@ def read_weights(path: Path | str, neurons: int) -> sp.csr_matrix:
     return layer
 
 
-def read_features(path: Path | str, neurons: int, rows: int | None = None) -> sp.csr_matrix:
+def read_features(path: Path | str, neurons: int) -> sp.csr_matrix:
     """Return `image pixel value` triples as a CSR matrix with one row per image.
 
-    The row count is `rows` when given, else the largest image id in the file (a TSV file
-    cannot show images after the last one that has a pixel; they would infer nothing).
+    The row count is the largest image id in the file (a TSV file cannot show images
+    after the last one that has a pixel; they would infer nothing).
     """
     images, pixels, values = read_table(path, limit=None)
     path = Path(path)
@@ -126,11 +124,7 @@ def read_features(path: Path | str, neurons: int, rows: int | None = None) -> sp
         raise InputError(path, f"column 1: image id {images[bad[0]]} is below 1", int(bad[0]) + 1)
     if images.size == 0:
         raise InputError(path, "the file holds no features")
-    count = int(images.max()) if rows is None else rows
-    if images.max() > count:
-        line = int(np.flatnonzero(images > count)[0]) + 1
-        raise InputError(path, f"image id {images[line - 1]} exceeds the {count} rows asked for",
-                         line)
+    count = int(images.max())
     features = sp.csr_matrix((values.astype(VALUE_DTYPE), (images - 1, pixels - 1)),
                              shape=(count, neurons))
     features.sum_duplicates()
