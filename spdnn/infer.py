@@ -76,8 +76,9 @@ class WallClock:
         return time.perf_counter() - mark
 
 
-def run_layers(engine: Engine, rows, depth: int, trace: Inference):
-    """Return the active rows after `depth` layers, adding per-layer counts to `trace`."""
+def run_layers(engine: Engine, rows, depth: int):
+    """Return the active rows after `depth` layers and their (active, distinct) counts per
+    layer, each a pair or, on engines that read them later, a function giving the pair."""
     counts_later = getattr(engine, "counts_later", engine.counts)
     merge_due = getattr(engine, "merge_due", lambda rows, index: True)
     settled = getattr(engine, "settled", None)
@@ -94,14 +95,16 @@ def run_layers(engine: Engine, rows, depth: int, trace: Inference):
         per_layer.append(counts_later(rows))
         if settled is not None and settled(rows, index):
             break   # only rows that every later layer keeps all YMAX are left: no change
+    return rows, per_layer
+
+
+def _add_counts(trace: Inference, per_layer: list, depth: int) -> None:
+    """Add one batch's per-layer (active, distinct) counts to the trace's totals.
+
+    Layers after an early stop repeat the last counts: nothing changes there.
+    """
     per_layer = [counts() if callable(counts) else counts for counts in per_layer]
-    _add_counts(trace, per_layer + per_layer[-1:] * (depth - len(per_layer)))
-    trace.multiply_adds = engine.multiply_adds
-    return rows
-
-
-def _add_counts(trace: Inference, per_layer: list[tuple[int, int]]) -> None:
-    """Add one batch's per-layer (active, distinct) counts to the trace's totals."""
+    per_layer += per_layer[-1:] * (depth - len(per_layer))
     active = [a for a, _ in per_layer]
     distinct = [d for _, d in per_layer]
     if trace.active_rows:
@@ -128,10 +131,14 @@ def infer(network: Network, features: sp.csr_matrix, engine: Engine,
     clock = getattr(engine, "clock", None) or WallClock(engine)
     begin = clock.mark()
     batches = engine.batches(rows, depth) if hasattr(engine, "batches") else [rows]
-    found = []
+    found, counts = [], []
     for batch in batches:                         # as many rows at a time as the engine holds
-        batch = run_layers(engine, batch, depth, trace)
+        batch, per_layer = run_layers(engine, batch, depth)
         found.append(engine.categories(batch))
+        counts.append(per_layer)
     trace.categories = np.sort(np.concatenate(found))
     trace.seconds = clock.seconds_since(begin)
+    for per_layer in counts:      # bookkeeping after the clock: a GPU reads it from its memory
+        _add_counts(trace, per_layer, depth)
+    trace.multiply_adds = engine.multiply_adds
     return trace

@@ -316,6 +316,7 @@ class CudaEngine:
         self._batches = []
         if self._features is not None and self._features[0] is features:
             return self._features[1]      # the same features again: already on the GPU
+        given = features
         features = sp.csr_matrix(features, dtype=VALUE_DTYPE)
         features.sort_indices()
         live = np.flatnonzero(np.diff(features.indptr))
@@ -332,7 +333,7 @@ class CudaEngine:
                           batch_rows, buffers)
         self._warm_up(loaded)
         self._batches = []
-        self._features = (features, loaded)
+        self._features = (given, loaded)
         return loaded
 
     def _warm_up(self, features: Features) -> None:
@@ -486,14 +487,11 @@ class CudaEngine:
     def counts_later(self, batch: Batch):
         """Return a function giving counts() as of now, read from the device once at the end."""
         done = batch.done
-        cache = {}
 
         def resolve():
-            if "history" not in cache:
-                if batch.final_history is None:
-                    batch.final_history = self._history(batch)
-                cache["history"] = batch.final_history
-            return self._counts_from(cache["history"], done)
+            if batch.final_history is None:
+                batch.final_history = self._history(batch)
+            return self._counts_from(batch.final_history, done)
 
         return resolve
 
