@@ -34,13 +34,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spdnn import challenge, generate
+from spdnn import challenge, generate, report
 from spdnn.backends.cpu import CpuEngine
-from spdnn.infer import MERGE_BACKOFF_LAYERS, infer
+from spdnn.infer import infer
 
-PUBLISHED = ROOT / "spdnn" / "published.json"
-SNICIT = next((entry for entry in json.loads(PUBLISHED.read_text())["entries"]
-               if entry["name"].startswith("SNICIT")), None) if PUBLISHED.exists() else None
+SNICIT = next((entry for entry in report.published() if entry["name"].startswith("SNICIT")),
+              None)
 
 CPU_CHECK_BUDGET = 4096 * 60000
 """Rows x N the CPU check may take: all 60000 rows up to N = 4096, fewer above."""
@@ -81,21 +80,9 @@ def copy_bandwidth(cp) -> float:
 
 
 def cpu_categories(network, features, depths: list[int]) -> dict[int, np.ndarray]:
-    """Return the CPU backend's categories after each of `depths` layers, in one pass."""
-    engine = CpuEngine()
-    engine.load_network(network)
-    rows = engine.load_features(features)
-    found, look_again_at = {}, 0
-    for index in range(max(depths)):
-        rows = engine.prune(engine.layer(rows, index))
-        if index >= look_again_at:
-            before = engine.counts(rows)[1]
-            rows = engine.merge_duplicates(rows)
-            if engine.counts(rows)[1] == before:
-                look_again_at = index + MERGE_BACKOFF_LAYERS
-        if index + 1 in depths:
-            found[index + 1] = engine.categories(rows)
-    return found
+    """Return the CPU backend's categories after each of `depths` layers."""
+    return {depth: infer(network.first(depth), features, CpuEngine()).categories
+            for depth in depths}
 
 
 def layer_floor_bytes(engine, history_rows: list[int], features_nnz: int, depth: int) -> float:
@@ -266,7 +253,8 @@ def main() -> int:
             edges = challenge.edges(args.rows, network.first(depth).nonzeros)
             floor = layer_floor_bytes(engine, engine_rows_per_layer(engine, depth), live_nnz, depth)
             record = {
-                "neurons": neurons, "layers": depth, "rows": args.rows,
+                "neurons": neurons, "layers": depth, "features": args.rows,
+                "backend": "cuda", "ranks": 1,
                 "teraedges_per_second": edges / seconds / 1e12,
                 "inference_seconds": seconds, "seconds_all": [run.seconds for run in runs],
                 "edges": edges, "edges_computed": result.multiply_adds,

@@ -1,22 +1,28 @@
 """`spdnn bench`: run a set of configurations, each recorded exactly as `spdnn run` records it.
 
 Configurations that would not fit in memory, or whose files a data folder lacks, are
-skipped with a note. Generated problems are `generate.synthetic_problem`'s, built step by
-step so that each step shows progress and every layer count of an N shares its features.
+skipped with a note. Every layer count of an N shares one problem: its features and its
+deepest network, read (or generated) once, the smaller counts running its first layers.
+So with --data-dir every record of an N carries that one read time. Generated problems
+are `generate.synthetic_problem`'s, built step by step so that each step shows progress.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from . import challenge, dataset, runner
+from . import challenge, dataset, generate, runner
 from .backends import make_engine
 from .dataset import Problem, Progress, no_progress
 from .errors import InputError, SpdnnError
+from .io import tsv
 from .network import VALUE_DTYPE, Network
 
 BYTES_PER_NONZERO = np.dtype(np.int32).itemsize + np.dtype(VALUE_DTYPE).itemsize
@@ -36,6 +42,8 @@ def configurations(neurons=(), layers=()) -> list[tuple[int, int]]:
 
     An empty choice means the challenge's: all 12 official configurations by default.
     """
+    if not neurons and not layers:
+        return challenge.configurations()
     return sorted({(n, depth) for n in neurons or challenge.NEURONS
                    for depth in layers or challenge.LAYERS})
 
@@ -95,11 +103,8 @@ def missing_files(data_dir: Path, neurons: int, layers: int) -> str | None:
 
 def check_generatable(neurons: int) -> None:
     """Raise SpdnnError unless the generator can build N (16 * 2^p neurons, square images)."""
-    from . import generate
-
     try:
-        generate.base_levels(neurons)
-        generate.picture_side(neurons)
+        generate.check_neurons(neurons)
     except ValueError as error:
         raise SpdnnError(f"cannot generate N = {neurons}: {error}") from None
 
@@ -133,51 +138,67 @@ def bench(chosen: list[tuple[int, int]], backend: str = "auto", threads: int | N
             check_generatable(neurons)
     else:
         rows = challenge.FEATURE_ROWS
-    shared_features = {}   # generated features of the current N, shared by its layer counts
-    for count, (neurons, layers) in enumerate(chosen, start=1):
-        generated = f", {rows} generated features" if data_dir is None else ""
-        note(f"bench {count}/{len(chosen)}: N={neurons}, {layers} layers{generated}")
-        if neurons not in shared_features:
-            shared_features.clear()   # a new N: the last one's features go before sizing
-        reason = missing_files(data_dir, neurons, layers) if data_dir is not None else None
-        reason = reason or unfit(neurons, layers, rows, backend)
-        if reason is not None:
-            note(f"  skipped: {reason}")
-            continue
-        if data_dir is None:
-            if neurons not in shared_features:
-                shared_features[neurons] = _generated_features(neurons, rows, seed, progress)
-            problem = _generated_problem(neurons, layers, shared_features[neurons], seed,
-                                         progress)
-            data = f"generated, seed {seed}"
-        else:
-            sources = dataset.from_data_dir(data_dir, neurons, layers)
-            problem = dataset.load(sources, None, progress)
-            data = str(data_dir)
-        engine = make_engine(backend, threads)
-        entry = measure(problem, engine, repeat, progress, f"inference {neurons}-{layers}")
-        # let the GPU and host memory of this configuration go before the next one is sized
-        del problem, engine
-        yield {**entry, "data": data}
+    data = f"generated, seed {seed}" if data_dir is None else str(data_dir)
+    generated = f", {rows} generated features" if data_dir is None else ""
+    count = 0
+    for neurons, group in itertools.groupby(chosen, key=lambda pair: pair[0]):
+        depths = [layers for _, layers in group]
+        shared = None   # the last N's problem goes before this N is sized
+        reasons = {layers: _why_not(data_dir, neurons, layers, rows, backend)
+                   for layers in depths}
+        deepest = max((layers for layers in depths if reasons[layers] is None), default=0)
+        for layers in depths:
+            count += 1
+            note(f"bench {count}/{len(chosen)}: N={neurons}, {layers} layers{generated}")
+            if reasons[layers] is not None:
+                note(f"  skipped: {reasons[layers]}")
+                continue
+            if shared is None:
+                shared = _shared_problem(data_dir, neurons, deepest, rows, seed, progress)
+            problem = _problem(shared, layers, data_dir)
+            engine = make_engine(backend, threads)
+            entry = measure(problem, engine, repeat, progress, f"inference {neurons}-{layers}")
+            # let the GPU memory of this configuration go before the next one runs
+            del problem, engine
+            yield {**entry, "data": data}
 
 
-def _generated_features(neurons: int, rows: int, seed: int, progress: Progress):
-    from . import generate
+def _why_not(data_dir: Path | None, neurons: int, layers: int, rows: int,
+             backend: str) -> str | None:
+    """Return why (neurons, layers) cannot run here, or None when it can."""
+    reason = missing_files(data_dir, neurons, layers) if data_dir is not None else None
+    return reason or unfit(neurons, layers, rows, backend)
 
-    return generate.features(neurons, rows, seed, progress)
 
+def _shared_problem(data_dir: Path | None, neurons: int, layers: int, rows: int, seed: int,
+                    progress: Progress) -> Problem:
+    """Return the features and `layers`-layer network of N, without truth.
 
-def _generated_problem(neurons: int, layers: int, features, seed: int,
-                       progress: Progress) -> Problem:
-    """Return synthetic_problem's network and truth for `features`; nothing was read.
-
-    The lazy generated layers are built here, before any clock starts: the challenge
-    times the inference, not the making of the weights.
+    Read from `data_dir`, timed; or generated, with the lazy layers built here, before
+    any clock starts: the challenge times the inference, not the making of the weights.
     """
-    from . import generate
-
+    if data_dir is not None:
+        sources = dataset.from_data_dir(data_dir, neurons, layers)
+        return dataset.load(dataclasses.replace(sources, categories=None), None, progress)
+    features = generate.features(neurons, rows, seed, progress)
     lazy = generate.radixnet(neurons, layers, seed)
     network = Network(neurons, list(progress(lazy.layers, "building layers")), lazy.bias,
                       lazy.layer_nonzeros)
-    truth = generate.truth(network, features, generate.TRUTH_CHUNK_ROWS, progress)
-    return Problem(network, features, truth, read_seconds=0.0)
+    return Problem(network, features, None, read_seconds=0.0)
+
+
+def _problem(shared: Problem, layers: int, data_dir: Path | None) -> Problem:
+    """Return the problem of the first `layers` layers of `shared`, with its truth.
+
+    The truth is read from `data_dir` when it has one (its read time is added), else
+    computed for generated problems.
+    """
+    network = shared.network.first(layers)
+    if data_dir is None:
+        return Problem(network, shared.features, generate.truth(network, shared.features),
+                       shared.read_seconds)
+    start = time.perf_counter()
+    categories = dataset.from_data_dir(data_dir, network.neurons, layers).categories
+    truth = tsv.read_categories(categories) if categories else None
+    return Problem(network, shared.features, truth,
+                   shared.read_seconds + time.perf_counter() - start)

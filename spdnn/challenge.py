@@ -5,6 +5,7 @@ Every other module takes biases, YMAX, sizes and file names from here.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 YMAX = 32.0
@@ -16,6 +17,9 @@ FEATURE_ROWS = 60000
 """The official feature files hold this many images."""
 
 DEFAULT_BIAS = {1024: -0.30, 4096: -0.35, 16384: -0.40, 65536: -0.45}
+
+BIAS_STEP = -0.05
+"""The official biases change by this much each time N grows by a factor of 4."""
 
 WEIGHTS_PER_ROW = 32
 """Official weights have exactly this many non-zeros in every row and column."""
@@ -29,9 +33,16 @@ DEFAULT_SEED = 20190612
 """Seed of `spdnn generate` and of the bundled sample when none is given."""
 
 
-def default_bias(neurons: int) -> float:
-    """Return the official bias for `neurons`; KeyError for sizes the challenge lacks."""
-    return DEFAULT_BIAS[neurons]
+def default_bias(neurons: int, extrapolate: bool = False) -> float:
+    """Return the official bias for `neurons`; KeyError for sizes the challenge lacks.
+
+    With `extrapolate`, other sizes get the official trend extended: BIAS_STEP per
+    factor 4 in N from the smallest official N.
+    """
+    if neurons in DEFAULT_BIAS or not extrapolate:
+        return DEFAULT_BIAS[neurons]
+    smallest = min(DEFAULT_BIAS)
+    return round(DEFAULT_BIAS[smallest] + BIAS_STEP * math.log(neurons / smallest, 4), 6)
 
 
 def configurations() -> list[tuple[int, int]]:

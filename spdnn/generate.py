@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,9 +40,6 @@ of a feature set do not depend on how many rows are asked for."""
 
 DRAW_CHUNKS_PER_THREAD = 8
 """Images are drawn in this many chunks per thread, for balance."""
-
-TRUTH_CHUNK_ROWS = 10000
-"""The truth is computed this many rows at a time, for progress."""
 
 # The digit model, in units of the picture's side. Tuned so that on the official N = 1024
 # weights the survival curve is close to the real images' (docs/generator.md).
@@ -141,13 +139,6 @@ class RadixLayers(Sequence):
         return matrix
 
 
-def bias_for(neurons: int) -> float:
-    """Return the official bias for N, else its trend (-0.05 per factor 4 in N) extended."""
-    if neurons in challenge.DEFAULT_BIAS:
-        return challenge.DEFAULT_BIAS[neurons]
-    return round(-0.30 - 0.05 * math.log(neurons / 1024, 4), 6)
-
-
 def radixnet(neurons: int, layers: int, seed: int = challenge.DEFAULT_SEED,
              bias: float | None = None) -> Network:
     """Return a lazy RadiX-Net of `layers` layers whose later blocks are permuted from `seed`."""
@@ -155,8 +146,9 @@ def radixnet(neurons: int, layers: int, seed: int = challenge.DEFAULT_SEED,
         raise ValueError(f"a network needs at least one layer, not {layers}")
     network_layers = RadixLayers(neurons, seed, range(layers))
     nonzeros = np.full(layers, neurons * challenge.WEIGHTS_PER_ROW, dtype=np.int64)
-    return Network(neurons, network_layers, bias_for(neurons) if bias is None else bias,
-                   layer_nonzeros=nonzeros)
+    if bias is None:
+        bias = challenge.default_bias(neurons, extrapolate=True)
+    return Network(neurons, network_layers, bias, layer_nonzeros=nonzeros)
 
 
 # ---------------------------------------------------------------------------- features
@@ -302,6 +294,19 @@ def picture_side(neurons: int) -> int:
     return side
 
 
+def check_neurons(neurons: int) -> None:
+    """Return None when the generator can build N; ValueError otherwise.
+
+    The weights need N = 16 * 2^p with p >= 1 (base_levels), the images a square N.
+    """
+    try:
+        base_levels(neurons)
+        picture_side(neurons)
+    except ValueError:
+        raise ValueError(f"the generator needs N = 16 * 2^p with p even and >= 2 "
+                         f"(64, 256, 1024, 4096, ...), not {neurons}") from None
+
+
 def draw_digits(segments, first, radius, side: int) -> sp.csr_matrix:
     """Return the pictures of the given pen segments as rows of a CSR matrix of ones."""
     import numba
@@ -349,21 +354,15 @@ def features(neurons: int, rows: int = challenge.FEATURE_ROWS,
 
 # ---------------------------------------------------------------------------- truth
 
-def truth(network: Network, features: sp.csr_matrix, chunk_rows: int | None = None,
-          progress: Progress = no_progress) -> np.ndarray:
+def truth(network: Network, features: sp.csr_matrix) -> np.ndarray:
     """Return the 1-based categories of `features` by the exact CPU backend.
 
-    Rows are independent, so the work may go in chunks of `chunk_rows` (for progress).
+    One inference over all rows: a lazy network builds each layer once.
     """
     from .backends.cpu import CpuEngine
     from .infer import infer
 
-    rows = features.shape[0]
-    chunk_rows = chunk_rows or rows
-    engine = CpuEngine()
-    found = [infer(network, features[start:start + chunk_rows], engine).categories + start
-             for start in progress(range(0, rows, chunk_rows), "computing truth")]
-    return np.concatenate(found).astype(np.int64)
+    return infer(network, features, CpuEngine()).categories.astype(np.int64)
 
 
 def synthetic_problem(neurons: int, layers: int, rows: int = challenge.FEATURE_ROWS,
@@ -405,6 +404,11 @@ def write_dataset(out_dir: Path | str, neurons: int, layers: int,
     neuron{N}-l{L}-categories.tsv. Every file is written atomically, the truth last (and an
     older truth file is removed first), so an interrupted run leaves whole files only and
     no truth.
+
+    A TSV data set replaces the one of N already in `out_dir`: once its files are written,
+    the folder's other n{N}-l{k}.tsv[.gz] (k > L, or the other suffix), the features file
+    of the other suffix and the truth files of more than L layers are removed, so that
+    `spdnn run --weights` does not read a mix of the two.
     """
     from .io import h5, tsv
 
@@ -430,10 +434,31 @@ def write_dataset(out_dir: Path | str, neurons: int, layers: int,
         _write_layers(weights, network, suffix, progress)
         features_path = out_dir / (challenge.features_stem(neurons) + suffix)
         tsv.write_triples(features_path, images, integer_values=True, column_major=False)
+        _remove_stale_tsv(out_dir, neurons, layers, suffix)
 
-    categories = truth(network, images, TRUTH_CHUNK_ROWS, progress)
+    categories = truth(network, images)
     tsv.write_categories(categories_path, categories)
     return Written(weights, features_path, categories_path, int(categories.size))
+
+
+def _remove_stale_tsv(out_dir: Path, neurons: int, layers: int, suffix: str) -> None:
+    """Remove the TSV files of N in `out_dir` that the data set just written does not own.
+
+    Readers take every consecutive layer file, and a .tsv before a .tsv.gz of one name.
+    """
+    layer_file = re.compile(rf"n{neurons}-l([1-9][0-9]*)(\.tsv|\.tsv\.gz)")
+    for path in challenge.weights_dir(out_dir, neurons).iterdir():
+        match = layer_file.fullmatch(path.name)
+        if match and (int(match.group(1)) > layers or match.group(2) != suffix):
+            path.unlink()
+    for other in challenge.TSV_SUFFIXES:
+        if other != suffix:
+            (out_dir / (challenge.features_stem(neurons) + other)).unlink(missing_ok=True)
+    truth_file = re.compile(rf"neuron{neurons}-l([1-9][0-9]*)-categories\.tsv")
+    for path in out_dir.iterdir():
+        match = truth_file.fullmatch(path.name)
+        if match and int(match.group(1)) > layers:
+            path.unlink()
 
 
 def _write_layers(folder: Path, network: Network, suffix: str, progress) -> None:

@@ -18,6 +18,13 @@ from .errors import InputError, SpdnnError
 RECORD_KEYS = frozenset({"neurons", "layers", "teraedges_per_second"})
 """The keys that make a JSON object a run record."""
 
+COUNT_FIELDS = ("neurons", "layers", "ranks", "repeat")
+"""Record fields that must be positive integers where present."""
+
+NUMBER_FIELDS = ("teraedges_per_second", "features", "rows", "edges", "edges_computed",
+                 "read_seconds", "upload_seconds", "inference_seconds")
+"""Record fields that must be numbers or null where present."""
+
 ACTIVITY_LANDMARKS = (1, 2, 3, 4, 5, 10, 20, 50, 100, 200, 500, 1000)
 """Layers that the activity summary lists (and always the last): the curve falls early."""
 
@@ -44,6 +51,34 @@ def find_records(value, around: dict | None = None) -> list[dict]:
     return [record for item in value.values() for record in find_records(item, around)]
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_problem(record: dict) -> str | None:
+    """Return what makes a run record unusable (a field of the wrong type), or None."""
+    for key in COUNT_FIELDS:
+        value = record.get(key, 1)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            return f"a record's {key} is {value!r}, not a positive integer"
+    for key in NUMBER_FIELDS:
+        value = record.get(key)
+        if value is not None and not _is_number(value):
+            return f"a record's {key} is {value!r}, not a number"
+    if record.get("verified") not in (True, False, None):
+        return f"a record's verified is {record['verified']!r}, not true, false or null"
+    return None
+
+
+def _checked(records: list[dict], path: Path, line: int | None = None) -> list[dict]:
+    """Return `records`; InputError naming the file (and line) at the first unusable one."""
+    for record in records:
+        problem = record_problem(record)
+        if problem is not None:
+            raise InputError(path, problem, line)
+    return records
+
+
 def _read_json_text(path: Path) -> str:
     try:
         return path.read_text()
@@ -56,17 +91,20 @@ def read_records(path: Path | str) -> list[dict]:
     path = Path(path)
     text = _read_json_text(path)
     try:
-        return find_records(json.loads(text))
+        document = json.loads(text)
     except json.JSONDecodeError:
         pass
+    else:
+        return _checked(find_records(document), path)
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records += find_records(json.loads(line))
+            document = json.loads(line)
         except json.JSONDecodeError as error:
             raise InputError(path, f"neither JSON nor JSON lines: {error.msg}", number) from None
+        records += _checked(find_records(document), path, number)
     return records
 
 
@@ -76,7 +114,8 @@ def by_configuration(records: list[dict]) -> list[dict]:
 
 
 def feature_rows(record: dict) -> int | None:
-    """Return the images a record ran (`features`; scripts/bench.py calls them `rows`)."""
+    """Return the images a record ran (`features`)."""
+    # older result files of scripts/bench.py (bench/results/gpu-2026-11-23-*.json) say `rows`
     return record.get("features", record.get("rows"))
 
 
@@ -252,6 +291,14 @@ def read_trace(path: Path | str) -> dict:
         raise InputError(path, f"not JSON: {error.msg}", error.lineno) from None
     if not isinstance(trace, dict) or not {"active_rows", "distinct_rows"} <= trace.keys():
         raise InputError(path, "not a trace of `spdnn run --trace` (no active_rows)")
+    active, distinct = trace["active_rows"], trace["distinct_rows"]
+    for key, counts in (("active_rows", active), ("distinct_rows", distinct)):
+        if not isinstance(counts, list) or not all(_is_number(count) for count in counts):
+            raise InputError(path, f"{key} is not a list of row counts")
+    if len(active) != len(distinct):
+        raise InputError(path, f"{len(active)} active_rows but {len(distinct)} distinct_rows")
+    if trace.get("features") is not None and not _is_number(trace["features"]):
+        raise InputError(path, f"features is {trace['features']!r}, not a number")
     return trace
 
 

@@ -110,11 +110,25 @@ def test_lazy_layers_index_and_slice_like_a_list():
         network.layers[40]
 
 
-@pytest.mark.parametrize("neurons", [1000, 2048, 8])
+@pytest.mark.parametrize("neurons", [1000, 2048, 8, 32])
 def test_sizes_the_generator_cannot_build_are_refused(neurons):
-    with pytest.raises(ValueError):
-        generate.base_levels(neurons)
-        generate.picture_side(neurons)
+    with pytest.raises(ValueError, match=r"16 \* 2\^p"):
+        generate.check_neurons(neurons)
+
+
+@pytest.mark.parametrize("neurons", [64, 256, 1024, 65536])
+def test_square_radixnet_sizes_are_generatable(neurons):
+    generate.check_neurons(neurons)
+
+
+def test_bias_is_official_or_the_official_trend_extended():
+    for neurons, bias in challenge.DEFAULT_BIAS.items():
+        assert generate.radixnet(neurons, 1).bias == bias
+    assert generate.radixnet(256, 1).bias == challenge.default_bias(256, extrapolate=True)
+    assert challenge.default_bias(256, extrapolate=True) == -0.25
+    assert challenge.default_bias(262144, extrapolate=True) == -0.5
+    with pytest.raises(KeyError):
+        challenge.default_bias(256)
 
 
 def test_features_are_binary_digits_of_about_ten_percent(rng):
@@ -180,7 +194,7 @@ def test_truth_is_the_reference_inference(rng):
     seed = draw_seed(rng)
     network = generate.radixnet(256, 12, seed)
     images = generate.features(256, 400, seed)
-    found = generate.truth(network, images, chunk_rows=150)
+    found = generate.truth(network, images)
     dense = Network(256, list(network.layers), network.bias)
     np.testing.assert_array_equal(found, reference_categories(dense, images))
     _, _, truth = generate.synthetic_problem(256, 12, 400, seed)
@@ -223,6 +237,26 @@ def test_an_interrupted_write_leaves_whole_files_and_no_truth(tmp_path, monkeypa
     assert not stale.exists()
     assert len(list((tmp_path / "neuron1024").iterdir())) == 6
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*"))
+
+
+@pytest.mark.parametrize("first_fmt", ["tsv", "tsv.gz"])
+def test_regenerating_fewer_layers_leaves_no_stale_files(tmp_path, first_fmt, rng):
+    generate.write_dataset(tmp_path, 256, 9, 40, draw_seed(rng), fmt=first_fmt)
+    other = tmp_path / "neuron256" / "n256-l12.tsv.txt"      # not a layer file: kept
+    other.write_text("notes")
+    seed = draw_seed(rng)
+    written = generate.write_dataset(tmp_path, 256, 5, 40, seed, fmt="tsv.gz")
+    assert sorted(path.name for path in written.weights.iterdir()) == \
+        sorted([other.name] + [f"n256-l{k}.tsv.gz" for k in range(1, 6)])
+    assert sorted(path.name for path in tmp_path.glob("*.tsv*")) == \
+        ["neuron256-l5-categories.tsv", "sparse-images-256.tsv.gz"]
+    network, images, truth = generate.synthetic_problem(256, 5, 40, seed)
+    problem = dataset.load(dataset.from_data_dir(tmp_path, None, None), network.bias)
+    assert problem.network.depth == 5
+    for k in range(5):
+        assert (problem.network.layers[k] != network.layers[k]).nnz == 0
+    assert (problem.features != images).nnz == 0
+    np.testing.assert_array_equal(problem.truth, truth)
 
 
 def test_generate_command_writes_and_refuses_bad_sizes(tmp_path):

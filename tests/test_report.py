@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 
@@ -12,6 +13,7 @@ from conftest import SHARED, random_features, random_network, reference_categori
 
 from spdnn import benchmark, challenge, report
 from spdnn.cli import main
+from spdnn.errors import InputError
 from spdnn.io import tsv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -123,6 +125,26 @@ def test_broken_json_lines_name_the_file_and_the_line(tmp_path):
     assert "broken.jsonl:2" in result.stderr
 
 
+@pytest.mark.parametrize("changes, complaint", [
+    ({"teraedges_per_second": "fast"}, "teraedges_per_second is 'fast', not a number"),
+    ({"layers": "120"}, "layers is '120', not a positive integer"),
+    ({"ranks": None}, "ranks is None, not a positive integer"),
+    ({"verified": [True]}, "verified is [True]"),
+])
+def test_malformed_records_are_bad_input_naming_the_file(tmp_path, changes, complaint):
+    document = tmp_path / "malformed.json"
+    document.write_text(json.dumps({"records": [record(), record(**changes)]}))
+    lines = tmp_path / "malformed.jsonl"
+    lines.write_text(json.dumps(record()) + "\n" + json.dumps(record(**changes)) + "\n")
+    for path, where in ((document, "malformed.json: "), (lines, "malformed.jsonl:2: ")):
+        with pytest.raises(InputError, match=re.escape(complaint)):
+            report.read_records(path)
+        result = invoke("report", path)
+        assert result.exit_code == 2
+        assert where in result.stderr and complaint in result.stderr
+        assert "Traceback" not in result.output
+
+
 def test_plot_is_a_png_with_the_published_figures_labelled_by_hardware(results, tmp_path):
     pytest.importorskip("matplotlib", reason="plots need the optional extra spdnn[plot]")
     import matplotlib.image
@@ -194,6 +216,22 @@ def test_activity_rejects_a_file_that_is_not_a_trace(results):
     result = invoke("activity", results[2])
     assert result.exit_code == 2
     assert "not a trace" in result.stderr
+
+
+@pytest.mark.parametrize("changes, complaint", [
+    ({"active_rows": "many"}, "active_rows is not a list of row counts"),
+    ({"distinct_rows": [3, "2"]}, "distinct_rows is not a list of row counts"),
+    ({"distinct_rows": [3, 2]}, "30 active_rows but 2 distinct_rows"),
+    ({"features": "all"}, "features is 'all', not a number"),
+])
+def test_activity_rejects_a_malformed_trace_naming_the_file(trace, changes, complaint):
+    trace.write_text(json.dumps({**json.loads(trace.read_text()), **changes}))
+    with pytest.raises(InputError, match=re.escape(complaint)):
+        report.read_trace(trace)
+    result = invoke("activity", trace)
+    assert result.exit_code == 2
+    assert f"trace.json: {complaint}" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_run_json_on_stdout_stays_machine_readable_and_reportable(rng, tmp_path):
