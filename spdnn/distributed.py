@@ -185,11 +185,10 @@ class Job:
 
     def make_engine(self, backend: str, threads: int | None):
         """Return (engine, GPU index or None): GPU node-local rank % visible GPUs, or cores."""
-        from .backends import cuda_available, make_engine
+        from .backends import make_engine, resolve
 
-        if backend == "auto":
-            backend = "cuda" if cuda_available() else "cpu"
-        if backend == "cuda" and cuda_available():
+        backend = resolve(backend)
+        if backend == "cuda":
             import cupy
 
             # works whether the scheduler shows each rank one GPU or all of the node's

@@ -17,18 +17,24 @@ def cuda_available() -> bool:
         return False
 
 
+def resolve(name: str) -> str:
+    """Return the backend `name` stands for: 'auto' becomes 'cuda' when a GPU is usable."""
+    if name not in BACKENDS:
+        raise SpdnnError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    if name == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if name == "cuda" and not cuda_available():
+        raise SpdnnError("backend 'cuda': no usable CUDA GPU (needs CuPy and a device)")
+    return name
+
+
 def make_engine(name: str, threads: int | None = None):
     """Return a fresh engine for backend `name`; 'auto' picks CUDA when a GPU is usable."""
-    if name == "auto":
-        name = "cuda" if cuda_available() else "cpu"
+    name = resolve(name)
     if name == "cpu":
         from .cpu import CpuEngine
 
         return CpuEngine(threads)
-    if name == "cuda":
-        if not cuda_available():
-            raise SpdnnError("backend 'cuda': no usable CUDA GPU (needs CuPy and a device)")
-        from .cuda import CudaEngine
+    from .cuda import CudaEngine
 
-        return CudaEngine()
-    raise SpdnnError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return CudaEngine()
