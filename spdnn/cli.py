@@ -352,8 +352,7 @@ def generate_command(neurons, layers, features_rows, seed, out_dir, fmt, bias):
     from . import generate
 
     try:
-        generate.base_levels(neurons)
-        generate.picture_side(neurons)
+        generate.check_neurons(neurons)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--neurons") from None
     with user_errors():
