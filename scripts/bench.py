@@ -45,8 +45,10 @@ CPU_CHECK_BUDGET = 4096 * 60000
 """Rows x N the CPU check may take: all 60000 rows up to N = 4096, fewer above."""
 BASELINE_BATCH_BYTES = 1 << 30
 """The baseline's dense activations are cut into row batches of this size."""
-PROFILE_LAYERS = 6
-"""Layers timed one by one (against their bandwidth floor) for each N."""
+PROFILE_LAYERS = 48
+"""Layers timed one by one (against their bandwidth floor) for each N, at most."""
+BUSY_SHARE = 0.1
+"""A layer counts as one 'where many rows are active' with at least this share of the rows."""
 
 
 def log(*parts) -> None:
@@ -88,7 +90,7 @@ def cpu_categories(network, features, depths: list[int]) -> dict[int, np.ndarray
 def layer_floor_bytes(engine, history_rows: list[int], features_nnz: int, depth: int) -> float:
     """Return the bytes the work done must move: each computed row read once and written
     once, each layer's stored weights once (the first layer reads the sparse features)."""
-    total = features_nnz * 8.0
+    total = features_nnz * engine.feature_bytes_per_entry
     for index in range(depth):
         layout = engine.layers[index].layout
         rows = history_rows[index]
@@ -101,12 +103,15 @@ def layer_floor_bytes(engine, history_rows: list[int], features_nnz: int, depth:
 
 
 def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: int) -> list[dict]:
-    """Time the first layers one by one (no merging): ms, rows, and floor fraction."""
+    """Time the layers one by one (no merging) until none is left to compute: ms, rows,
+    the kernel that ran and the fraction of the layer's bandwidth floor reached."""
     cp = engine.cp
     out = []
     for batch in engine.batches(loaded, depth):
         for index in range(min(depth, PROFILE_LAYERS)):
             rows = int(batch.history[index * 4].get())
+            if rows == 0:
+                break
             start, end = cp.cuda.Event(), cp.cuda.Event()
             start.record()
             engine.layer(batch, index)
@@ -115,12 +120,20 @@ def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: i
             seconds = cp.cuda.get_elapsed_time(start, end) / 1e3
             layout = engine.layers[index].layout
             weights = layout.index.nbytes + (layout.values.nbytes if layout.values is not None else 0)
-            reads = features_nnz * 8 if index == 0 else rows * layout.inputs * 4
+            reads = features_nnz * engine.feature_bytes_per_entry if index == 0 \
+                else rows * layout.inputs * 4
             floor = (reads + rows * layout.outputs * 4 + weights) / bandwidth
-            out.append({"layer": index + 1, "rows": rows, "ms": seconds * 1e3,
-                        "floor_ms": floor * 1e3, "floor_fraction": floor / seconds})
+            out.append({"layer": index + 1, "rows": rows, "kernel": engine.kernel_kind(index),
+                        "ms": seconds * 1e3, "floor_ms": floor * 1e3,
+                        "floor_fraction": floor / seconds})
         break
     return out
+
+
+def busy_floor_fraction(profile: list[dict], rows: int) -> float | None:
+    """Return the lowest floor fraction over the layers with many active rows."""
+    busy = [p["floor_fraction"] for p in profile if p["rows"] >= BUSY_SHARE * rows]
+    return min(busy) if busy else None
 
 
 def launch_overhead(engine, loaded, depth: int) -> float:
@@ -239,8 +252,9 @@ def main() -> int:
         live_nnz = int(loaded.indptr[-1].get())
         profile = profile_layers(engine, loaded, max(depths), bandwidth, live_nnz)
         launch_seconds = launch_overhead(engine, loaded, max(depths))
-        log(f"N={neurons}: first layers (ms, floor fraction): "
-            + ", ".join(f"{p['ms']:.3f} ({p['floor_fraction']:.2f})" for p in profile)
+        log(f"N={neurons}: layers (ms, floor fraction, kernel): "
+            + ", ".join(f"{p['ms']:.3f} ({p['floor_fraction']:.2f} {p['kernel']})"
+                        for p in profile)
             + f"; host launch {launch_seconds * 1e6:.1f} us per layer")
 
         for depth in depths:
@@ -265,6 +279,7 @@ def main() -> int:
                 "active_rows": result.active_rows[:64], "distinct_rows": result.distinct_rows[:64],
                 "layers_launched": max(batch.done for batch in engine._batches),
                 "profile": profile, "launch_seconds_per_layer": launch_seconds,
+                "busy_floor_fraction": busy_floor_fraction(profile, args.rows),
             }
             if not args.no_baseline:
                 base = baseline(cp, network, features, depth, args.baseline_seconds,

@@ -15,13 +15,26 @@ LAYER_VARIANTS=(
     "-DROWS=2 -DSPARSE_INPUT=1 -DCONST_WEIGHT=1"
     "-DROWS=16 -DINDEX_BYTES=4"
 )
+PATTERN_VARIANTS=(
+    ""
+    "-DPATTERN=\"01010101010101010101010101010101\" -DUNIQUE=2"
+    "-DPATTERN=\"0123210\" -DUNIQUE=4 -DTHREADS=256"
+)
+FIRST_VARIANTS=(
+    ""
+    "-DROW_WARPS=16 -DFANOUT=4"
+)
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 count=0
 for source in spdnn/kernels/*.cu; do
     variants=("")
-    [ "$(basename "$source")" = layer.cu ] && variants=("${LAYER_VARIANTS[@]}")
+    case "$(basename "$source")" in
+        layer.cu) variants=("${LAYER_VARIANTS[@]}") ;;
+        pattern.cu) variants=("${PATTERN_VARIANTS[@]}") ;;
+        first.cu) variants=("${FIRST_VARIANTS[@]}") ;;
+    esac
     for arch in "${ARCHS[@]}"; do
         for defines in "${variants[@]}"; do
             # shellcheck disable=SC2086 - the defines are separate words on purpose

@@ -53,6 +53,38 @@ def test_constant_weights_with_equal_columns_match_the_cpu(rng):
     assert found.multiply_adds < challenge.edges(500, network.nonzeros) // 8
 
 
+def kinds(engine: CudaEngine, depth: int) -> list[str]:
+    return [engine.kernel_kind(index) for index in range(depth)]
+
+
+def test_counting_first_layer_and_pattern_layers_match_the_cpu(rng):
+    # RadiX-Net, binary features: the first layer counts, the first block replays a pattern
+    network = generate.radixnet(4096, 14, seed=int(rng.integers(1 << 30)))
+    features = generate.features(4096, 700, seed=int(rng.integers(1 << 30)))
+    engine = CudaEngine()
+    assert_same(network, features, engine)
+    assert kinds(engine, 10) == ["first"] + ["pattern"] * 7 + ["tile"] * 2
+
+
+def test_fast_kernels_step_aside_where_their_conditions_fail(rng):
+    network = generate.radixnet(1024, 9, seed=int(rng.integers(1 << 30)))
+    binary = generate.features(1024, 400, seed=int(rng.integers(1 << 30)))
+    for value in (0.75, None):              # not a power of two; two different values
+        features = binary.copy()
+        features.data[:] = value if value is not None else rng.choice([0.5, 1.0], features.nnz)
+        engine = CudaEngine()
+        assert_same(network, features, engine)
+        assert kinds(engine, 3) == ["tile", "pattern", "pattern"]
+    # weights 0.3 (no power of two): sums depend on their order, the pattern keeps it
+    scaled = Network(1024, [sp.csr_matrix(layer * np.float32(0.3), dtype=np.float32)
+                            for layer in network.layers], network.bias)
+    features = binary.copy()
+    features.data[:] = rng.uniform(0.5, 4.0, features.nnz).astype(np.float32)
+    engine = CudaEngine()
+    assert_same(scaled, features, engine)
+    assert kinds(engine, 3) == ["tile", "pattern", "pattern"]
+
+
 def test_saturated_rows_retire_only_when_later_layers_keep_them(rng):
     # every weight 1: rows saturate at once; layer 4 cannot keep an all-YMAX row
     neurons = 48

@@ -12,7 +12,15 @@ import scipy.sparse as sp
 from conftest import random_features, random_network, reference_categories
 
 from spdnn import generate
-from spdnn.backends.layout import distinct_columns, layer_layouts, tile_offsets, tile_rows
+from spdnn.backends.layout import (
+    MAX_PATTERN_INPUTS,
+    distinct_columns,
+    input_fanout,
+    layer_layouts,
+    shared_pattern,
+    tile_offsets,
+    tile_rows,
+)
 from spdnn.challenge import YMAX
 from spdnn.network import Network
 
@@ -131,3 +139,45 @@ def test_constant_weights_store_no_values_and_padding_has_weight_zero(rng):
         assert layout.values is not None
         counts = (layout.values != 0).sum(axis=1)
         assert counts.sum() <= layout.entries
+
+
+def test_radixnet_first_block_reads_two_inputs_in_one_alternating_order():
+    network = generate.radixnet(256, 10, seed=2)      # 4 levels a block, then permuted
+    layouts = list(layer_layouts(network, 1 << 15))
+    for layout in layouts[1:4]:
+        assert layout.pattern == (0, 1) * 16
+        index = layout.index[:, :layout.width].astype(np.int64) // 32   # undo tile offsets
+        assert np.array_equal(layout.sources[list(layout.pattern)].T, index)
+    assert layouts[0].pattern is None and layouts[0].fanout is not None
+    assert all(layout.fanout is None for layout in layouts[1:])
+
+
+def test_shared_pattern_needs_one_order_of_few_distinct_inputs(rng):
+    sources = np.stack([rng.permutation(50)[:20] for _ in range(3)])   # (3, 20): per column
+    while np.any(sources[0] == sources[1]) or np.any(sources[0] == sources[2]) or \
+            np.any(sources[1] == sources[2]):
+        sources = np.stack([rng.permutation(50)[:20] for _ in range(3)])
+    order = [0, 1, 1, 2, 0, 2, 1]
+    index = sources[order].T
+    pattern, found = shared_pattern(index)
+    assert pattern == tuple(order) and np.array_equal(found, sources)
+    other = index.copy()
+    other[4, 2] = other[4, 0]                      # one column with another order
+    assert shared_pattern(other) is None
+    clash = index.copy()
+    clash[7, [0, 4]] = clash[7, 1]                 # one column whose first two inputs agree
+    assert shared_pattern(clash) is None
+    many = rng.integers(0, 50, size=(20, 2 * MAX_PATTERN_INPUTS + 2))
+    many[:, :MAX_PATTERN_INPUTS + 1] = np.arange(MAX_PATTERN_INPUTS + 1)
+    assert shared_pattern(many) is None
+
+
+def test_input_fanout_lists_every_column_an_input_feeds(rng):
+    index = np.stack([rng.permutation(30)[:6] for _ in range(11)])       # 11 columns of 6
+    fanout = input_fanout(index, 30)
+    for i in range(30):
+        listed = sorted(d for d in fanout[i] if d != 11)
+        assert listed == sorted(np.flatnonzero((index == i).any(axis=1)).tolist())
+    twice = index.copy()
+    twice[3, 1] = twice[3, 0]
+    assert input_fanout(twice, 30) is None

@@ -4,7 +4,11 @@ Weights sit on the GPU in `layout.py`'s form (each layer's distinct columns in E
 Activations are dense rows of the previous layer's distinct columns, one row per *slot*
 of a batch. The layer kernel (kernels/layer.cu) computes the active slots, drops the rows
 that die and retires the rows that are all YMAX when every later layer keeps them so,
-writing the next active list itself: no host round trip per layer. The host learns the
+writing the next active list itself: no host round trip per layer. Two shapes of
+constant-weight layer have faster kernels of their own: a first layer whose features and
+weights are powers of two counts (kernels/first.cu), and a layer whose columns all read a
+few inputs in one order replays that order on registers (kernels/pattern.cu); both are
+exact for any input that meets their conditions. The host learns the
 active count a few layers late, through pinned memory, and stops launching once nothing
 is left to compute. Identical rows are merged on the GPU (kernels/rows.cu) when the
 layer loop asks. Kernels are compiled at run time by CuPy (NVRTC) and cached on disk.
@@ -12,6 +16,7 @@ layer loop asks. Kernels are compiled at run time by CuPy (NVRTC) and cached on 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +46,12 @@ WEIGHT_MEMORY_FRACTION = 0.5
 """Share of the free device memory that resident weights may take; the rest stream."""
 WARM_UP_ROWS = 8
 WARM_UP_MERGE_ROWS = 65536
+PATTERN_THREADS = 512
+FIRST_THREADS = 512
+FIRST_SHARED_BYTES = 24 * 1024
+"""Shared memory of a first-layer block: the counters of the rows it works on at once."""
+FEATURES_PER_THREAD = 8
+"""The first layer gives a row about this many of its features per thread."""
 
 
 def _cupy():
@@ -52,6 +63,15 @@ def _cupy():
 _functions: dict = {}
 
 
+def kernel_source(file: str) -> str:
+    """Return kernels/`file` with its local `#include "x.cuh"` lines replaced by the files,
+    so that the text CuPy caches on covers everything the kernel is built from."""
+    def paste(match: re.Match) -> str:
+        return kernel_source(match.group(1)).replace("#pragma once", "")
+
+    return re.sub(r'^#include "([\w.]+)"$', paste, (KERNELS / file).read_text(), flags=re.MULTILINE)
+
+
 def kernel(file: str, name: str, **defines):
     """Return kernel `name` of kernels/`file` compiled with `defines` (cached per process;
     CuPy also caches the binary on disk)."""
@@ -59,9 +79,16 @@ def kernel(file: str, name: str, **defines):
     if key not in _functions:
         cp = _cupy()
         options = tuple(f"-D{k}={v}" for k, v in sorted(defines.items()))
-        module = cp.RawModule(code=(KERNELS / file).read_text(), options=options)
+        module = cp.RawModule(code=kernel_source(file), options=options)
         _functions[key] = module.get_function(name)
     return _functions[key]
+
+
+def power_of_two(value: float) -> bool:
+    """Return whether float32 `value` is +-2^k, a normal number (products with it are exact)."""
+    value = np.float32(value)
+    return bool(np.isfinite(value) and value != 0 and np.frexp(value)[0] in (0.5, -0.5)
+                and abs(value) >= np.finfo(np.float32).tiny)
 
 
 @dataclass
@@ -77,6 +104,10 @@ class DeviceLayer:
     chunk: int
     threads: int
     shared: int
+    sources: object = None
+    """layout.sources on the GPU (small, always resident): the pattern kernel's inputs."""
+    fanout: object = None
+    """layout.fanout on the GPU: the counting first layer's columns per feature."""
 
     @property
     def inputs(self) -> int:
@@ -89,6 +120,29 @@ class DeviceLayer:
     @property
     def resident(self) -> bool:
         return not isinstance(self.index, np.ndarray)
+
+
+@dataclass
+class LayerPlan:
+    """How one layer's kernel is launched: which kernel (`kind`: tile, pattern or first),
+    its grid, block, shared memory and the layer's own arguments."""
+
+    kind: str
+    function: object
+    grid: int
+    threads: int
+    shared: int
+    weights: tuple | None
+    """The layer's arguments after the common ones; None for weights streamed per launch."""
+
+
+@dataclass
+class FirstLayer:
+    """The counting first layer's settings for the loaded features (kernels/first.cu)."""
+
+    term: np.float32
+    """The one product: feature value x weight."""
+    row_warps: int
 
 
 @dataclass
@@ -177,6 +231,7 @@ class CudaEngine:
         self._batches: list[Batch] = []
         self._features = None
         self._plans: dict = {}
+        self._first: FirstLayer | None = None
         self._reports: list = []
         self._dummy = cp.zeros(4, cp.int32)
 
@@ -206,7 +261,9 @@ class CudaEngine:
                 layout, place(layout.index),
                 place(layout.values) if layout.values is not None else None,
                 rows=max(rows, 1), chunk=chunk, threads=self._threads(shared, rows, layout),
-                shared=shared))
+                shared=shared,
+                sources=cp.asarray(layout.sources) if layout.sources is not None else None,
+                fanout=cp.asarray(layout.fanout) if layout.fanout is not None else None))
         self.keeps_saturated = self._saturation_check()
 
     def _threads(self, shared: int, rows: int, layout: LayerLayout) -> int:
@@ -253,7 +310,7 @@ class CudaEngine:
         return {"active": cp.zeros(slots, cp.int32), "active_out": cp.zeros(slots, cp.int32),
                 "multiplicity": cp.ones(slots, cp.int32),
                 "retired": cp.zeros(slots, cp.uint8), "slot_stats": cp.zeros(2 * slots, cp.int32),
-                "tile_done": cp.zeros(slots, cp.int32)}
+                "tile_done": cp.zeros(slots, cp.int32), "staged": cp.zeros(slots, cp.int32)}
 
     # ------------------------------------------------------------------ the layer kernel
 
@@ -261,31 +318,102 @@ class CudaEngine:
                 layer_index: int, state: dict, retire, report: int = 0) -> None:
         """Run layer `index` on the slots listed in active_in, counting in
         history[4 * layer_index] (in) and history[4 * layer_index + 4] (out)."""
-        function, grid, threads, shared, weights = self._plan(index, x is not None)
-        x_ptr, x_col, x_val = x if x is not None else (self._dummy, self._dummy, self._dummy)
-        args = (y_in if y_in is not None else self._dummy, x_ptr, x_col, x_val, y_out,
-                active_in, active_out, history, np.int32(layer_index), np.uint64(report),
-                state["multiplicity"], state["retired"], state["slot_stats"], state["tile_done"],
-                *(weights if weights is not None else self._streamed(index)), retire)
-        function((grid,), (threads,), args, shared_mem=shared)
+        plan = self._plan(index, x is not None)
+        rows = (active_in, active_out, history, np.int32(layer_index), np.uint64(report),
+                state["multiplicity"], state["retired"])
+        if plan.kind == "first":
+            args = (x[0], x[1], y_out, *rows, state["staged"], *plan.weights, retire)
+        elif plan.kind == "pattern":
+            args = (y_in, y_out, *rows, state["staged"], *plan.weights, retire)
+        else:
+            x_ptr, x_col, x_val = x if x is not None else (self._dummy,) * 3
+            weights = plan.weights if plan.weights is not None else self._streamed(index)
+            args = (y_in if y_in is not None else self._dummy, x_ptr, x_col, x_val, y_out,
+                    *rows, state["slot_stats"], state["tile_done"], *weights, retire)
+        plan.function((plan.grid,), (plan.threads,), args, shared_mem=plan.shared)
 
-    def _plan(self, index: int, sparse: bool) -> tuple:
-        """Return (kernel, grid, threads, shared bytes, weight arguments) of a layer."""
-        key = (index, sparse)
+    def _plan(self, index: int, sparse: bool) -> LayerPlan:
+        """Return how layer `index` is launched (on the features when `sparse`)."""
+        first = self._first if sparse and self.layers[index].fanout is not None else None
+        key = (index, sparse, (float(first.term), first.row_warps) if first else None)
         plan = self._plans.get(key)
         if plan is None:
             layer = self.layers[index]
             layout = layer.layout
-            function = kernel("layer.cu", "layer", ROWS=layer.rows, THREADS=layer.threads,
-                              COLS=COLUMNS_PER_THREAD, SPARSE_INPUT=int(sparse),
-                              CONST_WEIGHT=int(layout.values is None),
-                              INDEX_BYTES=layout.index.dtype.itemsize)
-            if layer.shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < layer.shared:
-                function.max_dynamic_shared_size_bytes = layer.shared
-            grid = self._blocks(function, layer.threads, layer.shared)
-            weights = self._weight_args(layer, layer.index, layer.values) if layer.resident else None
-            plan = self._plans[key] = (function, grid, layer.threads, layer.shared, weights)
+            if first is not None:
+                plan = self._first_plan(layer, first)
+            elif not sparse and layout.pattern is not None and layout.outputs % 32 == 0:
+                function = kernel("pattern.cu", "pattern_layer", THREADS=PATTERN_THREADS,
+                                  PATTERN='"' + "".join(map(str, layout.pattern)) + '"',
+                                  UNIQUE=layout.sources.shape[0])
+                plan = LayerPlan("pattern", function,
+                                 self._blocks(function, PATTERN_THREADS, 0), PATTERN_THREADS, 0,
+                                 (layer.sources, np.int32(layout.inputs),
+                                  np.int32(layout.outputs), np.float32(layout.weight),
+                                  self.bias, np.float32(YMAX)))
+            else:
+                function = kernel("layer.cu", "layer", ROWS=layer.rows, THREADS=layer.threads,
+                                  COLS=COLUMNS_PER_THREAD, SPARSE_INPUT=int(sparse),
+                                  CONST_WEIGHT=int(layout.values is None),
+                                  INDEX_BYTES=layout.index.dtype.itemsize)
+                if layer.shared > 48 * 1024 and \
+                        function.max_dynamic_shared_size_bytes < layer.shared:
+                    function.max_dynamic_shared_size_bytes = layer.shared
+                weights = self._weight_args(layer, layer.index, layer.values) \
+                    if layer.resident else None
+                plan = LayerPlan("tile", function,
+                                 self._blocks(function, layer.threads, layer.shared),
+                                 layer.threads, layer.shared, weights)
+            self._plans[key] = plan
         return plan
+
+    def _first_plan(self, layer: DeviceLayer, first: FirstLayer) -> LayerPlan:
+        outputs = layer.outputs
+        groups = FIRST_THREADS // 32 // first.row_warps
+        shared = groups * (outputs + 1) * 4
+        function = kernel("first.cu", "first_layer", THREADS=FIRST_THREADS,
+                          ROW_WARPS=first.row_warps, FANOUT=layer.fanout.shape[1])
+        if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
+            function.max_dynamic_shared_size_bytes = shared
+        return LayerPlan("first", function, self._blocks(function, FIRST_THREADS, shared),
+                         FIRST_THREADS, shared,
+                         (layer.fanout, np.int32(outputs), first.term, self.bias,
+                          np.float32(YMAX)))
+
+    def _first_layer(self, values: np.ndarray, row_features: float) -> FirstLayer | None:
+        """Return the counting first layer's settings, or None when it does not apply:
+        it needs every feature value and every first-layer weight to be one power of two,
+        and a row of counters that fits FIRST_SHARED_BYTES."""
+        if not self.layers or self.layers[0].fanout is None or values.size == 0:
+            return None
+        layout = self.layers[0].layout
+        value = np.float32(values[0])
+        if not (power_of_two(value) and power_of_two(layout.weight or 0.0)
+                and np.all(values == value)):
+            return None
+        term = np.float32(value * np.float32(layout.weight))
+        if not power_of_two(term) or not np.isfinite(term * np.float32(2 ** 24)) \
+                or layout.width >= 2 ** 24:
+            return None
+        warps = FIRST_THREADS // 32
+        groups_fit = FIRST_SHARED_BYTES // ((layout.outputs + 1) * 4)
+        if groups_fit < 1:
+            return None
+        wanted = int(row_features // (32 * FEATURES_PER_THREAD))     # warps a row keeps busy
+        by_features = 1 << max(0, wanted.bit_length() - 1)
+        by_shared = 1 << (-(-warps // groups_fit) - 1).bit_length()
+        return FirstLayer(term, min(warps, max(by_features, by_shared)))
+
+    def kernel_kind(self, index: int) -> str:
+        """Return which kernel runs layer `index` on the loaded features: first, pattern
+        or tile (layer.cu)."""
+        return self._plan(index, index == 0).kind
+
+    @property
+    def feature_bytes_per_entry(self) -> int:
+        """Return the bytes the first layer reads per feature non-zero (the counting kernel
+        reads no values)."""
+        return 4 if self._first is not None else 8
 
     def _weight_args(self, layer: DeviceLayer, index_array, values) -> tuple:
         layout = layer.layout
@@ -328,6 +456,7 @@ class CudaEngine:
         buffers = (cp.empty(batch_rows * widest, cp.float32),
                    cp.empty(batch_rows * widest, cp.float32),
                    self._scratch_state(batch_rows))
+        self._first = self._first_layer(rows.data, rows.nnz / max(1, live.size))
         loaded = Features(live, cp.asarray(rows.indptr.astype(np.int64)),
                           cp.asarray(rows.indices.astype(np.int32)), cp.asarray(rows.data),
                           batch_rows, buffers)

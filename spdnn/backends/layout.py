@@ -27,6 +27,11 @@ MAX_TILE_ROWS = 32
 INDEX_ALIGN_BYTES = 16
 """Each column's stored entries start on a 16-byte boundary, for vector loads."""
 
+MAX_PATTERN_INPUTS = 4
+"""A layer runs the pattern kernel when every column reads at most this many inputs."""
+MAX_FANOUT = 64
+"""The first layer's counting kernel takes inputs that feed at most this many columns."""
+
 
 @dataclass
 class LayerLayout:
@@ -37,6 +42,12 @@ class LayerLayout:
     own count are padding with weight 0 that repeats the column's last index (or 0).
     `weight` is set (and `values` None) when every column has `width` entries of one value.
     `classes[j]` is the distinct column that column j of W equals.
+
+    Two shapes of constant-weight layer get kernels of their own (both None otherwise):
+    `pattern` is set when every column reads its entries from a few distinct inputs in one
+    shared order, entry k reading `sources[pattern[k], d]` (RadiX-Net's first block: two
+    inputs, alternating); `fanout[i]` lists the columns that input i feeds, padded with
+    `outputs` (the first layer, whose inputs are the features).
     """
 
     inputs: int
@@ -48,6 +59,9 @@ class LayerLayout:
     classes: np.ndarray
     entries: int
     """Stored non-zeros over the distinct columns: the multiply-adds for one row."""
+    pattern: tuple[int, ...] | None = None
+    sources: np.ndarray | None = None
+    fanout: np.ndarray | None = None
 
     @property
     def stride(self) -> int:
@@ -215,15 +229,61 @@ def layer_layouts(network: Network, tile_floats: int, depth: int | None = None,
             merged = found.classes.max(initial=-1) + 1 < neurons
             if merged and found.classes.max() + 1 > tile_floats:
                 found = distinct_columns(network.layers[position], merge=False)
-            yield _renumber(found, previous, inputs, tile_floats)
+            yield _renumber(found, previous, inputs, tile_floats, first=position == 0)
             previous, inputs = found.classes, int(found.classes.max(initial=-1)) + 1
 
 
+def shared_pattern(index: np.ndarray) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """Return (pattern, sources) when every row of `index` (a column's inputs in summing
+    order) is sources[pattern[k], row] for k in order, with at most MAX_PATTERN_INPUTS
+    distinct sources per row, all rows in one pattern; None otherwise."""
+    outputs, width = index.shape
+    if outputs == 0 or width == 0:
+        return None
+    _, first, pattern = np.unique(index[0], return_index=True, return_inverse=True)
+    if first.size > MAX_PATTERN_INPUTS:
+        return None
+    order = np.argsort(first)                 # number the sources by first use
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    pattern = rank[pattern.ravel()]
+    sources = index[:, np.sort(first)].T
+    if not np.array_equal(sources[pattern].T, index):
+        return None
+    for a in range(sources.shape[0]):         # distinct sources in every row, or the
+        for b in range(a):                     # row's own pattern would be another one
+            if np.any(sources[a] == sources[b]):
+                return None
+    return tuple(int(k) for k in pattern), np.ascontiguousarray(sources, np.int32)
+
+
+def input_fanout(index: np.ndarray, inputs: int) -> np.ndarray | None:
+    """Return, per input, the rows of `index` that read it (padded with index.shape[0]),
+    or None when some input feeds more than MAX_FANOUT rows or a row reads one twice."""
+    outputs, width = index.shape
+    reader = np.repeat(np.arange(outputs, dtype=np.int64), width)
+    flat = index.ravel().astype(np.int64)
+    pairs = np.unique(flat * outputs + reader)
+    if pairs.size != flat.size:
+        return None
+    read = pairs // outputs
+    counts = np.bincount(read, minlength=inputs)
+    widest = int(counts.max(initial=0))
+    if widest > MAX_FANOUT:
+        return None
+    fanout = np.full((inputs, max(widest, 1)), outputs, np.int32)
+    starts = np.cumsum(counts) - counts
+    fanout[read, np.arange(pairs.size) - starts[read]] = pairs % outputs
+    return fanout
+
+
 def _renumber(found: DistinctColumns, previous: np.ndarray, inputs: int,
-              tile_floats: int) -> LayerLayout:
+              tile_floats: int, first: bool = False) -> LayerLayout:
     """Return the kernels' layout of `found`, whose inputs are `previous`'s classes."""
     outputs, width = found.index.shape
     index = previous[found.index] if found.index.size else found.index
+    shapes = {}
+    raw = index
     rows = tile_rows(inputs, tile_floats)
     if rows:
         index = tile_offsets(index, rows)
@@ -234,9 +294,15 @@ def _renumber(found: DistinctColumns, previous: np.ndarray, inputs: int,
     real = found.values if width else np.zeros((outputs, 0), VALUE_DTYPE)
     constant = uniform and (real.size == 0 or bool(np.all(real.view(np.uint32) ==
                                                           real.view(np.uint32).flat[0])))
+    if constant and width:
+        if first:
+            shapes["fanout"] = input_fanout(raw, inputs)
+        found_pattern = shared_pattern(raw)
+        if found_pattern is not None:
+            shapes["pattern"], shapes["sources"] = found_pattern
     return LayerLayout(
         inputs=inputs, outputs=outputs, width=width,
         index=_pad_to(index.astype(index_dtype), stride, fill_last=True),
         values=None if constant else _pad_to(found.values, stride, fill_last=False),
         weight=float(real.flat[0]) if constant and real.size else (0.0 if constant else None),
-        classes=found.classes, entries=int(found.counts.sum()))
+        classes=found.classes, entries=int(found.counts.sum()), **shapes)

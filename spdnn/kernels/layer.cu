@@ -1,7 +1,7 @@
-// One layer of the challenge, fused: for every active row,
+// One layer of the challenge, fused, for any weights: for every active row,
 //     Y_out = min(YMAX, max(0, Y_in W + bias where Y_in W != 0)),
-// then the row's bookkeeping: a row that became all zero leaves the active list, a row
-// that became all YMAX retires when every later layer keeps it so (`retire`).
+// then the row's bookkeeping (rows_fate.cuh). pattern.cu and first.cu are faster kernels
+// for two shapes of constant-weight layer; this one takes every other layer.
 //
 // Layout (spdnn/backends/layout.py): W is stored as its distinct columns in ELL, `stride`
 // entries per column (the first `width` real, the rest zero-weight padding), and the
@@ -23,6 +23,8 @@
 //
 // Built at run time by CuPy (NVRTC) with -D options choosing the variant; the defaults
 // below let `nvcc -c` compile this file standalone.
+
+#include "rows_fate.cuh"
 
 #ifndef ROWS
 #define ROWS 8               // feature rows per tile: the lanes of a warp sharing a column
@@ -53,18 +55,12 @@ typedef unsigned int index_t;
 #define WARPS (THREADS / 32)
 #define STEP (WARPS * GROUPS * COLS)        // output columns a block computes per step
 #define PER_LOAD (16 / INDEX_BYTES)         // indices per 16-byte load
-#define FULL_MASK 0xffffffffu
 
 // Where input column c of tile row 0 lives in shared memory; row t is at tile_offset(c) ^ t.
 // The XOR swizzle keeps both the row-wise tile loads and the column-wise gathers of a
 // group of ROWS lanes free of bank conflicts. layout.py encodes indices the same way.
 __device__ __forceinline__ int tile_offset(int c) {
     return c * ROWS + ((c / GROUPS) & (ROWS - 1));
-}
-
-__device__ __forceinline__ float activate(float z, float bias, float ymax) {
-    // the challenge's rule: bias only where the product is non-zero, then ReLU and clamp
-    return z == 0.0f ? 0.0f : fminf(fmaxf(__fadd_rn(z, bias), 0.0f), ymax);
 }
 
 __device__ __forceinline__ unsigned int word_of(const uint4& v, int i) {
@@ -147,13 +143,11 @@ __device__ void finish_rows(bool live, int slot, int nonzero, int saturated, int
                             int retire, const int* multiplicity, unsigned char* retired,
                             int* active_out, int* history_out) {
     const int lane = threadIdx.x & 31;
-    const bool alive = live && nonzero > 0;
-    const bool retiring = alive && retire && saturated == outputs;
-    const bool keep = alive && !retiring;
-    const int images = alive ? multiplicity[slot] : 0;
+    const Fate fate = row_fate(live, slot, nonzero, saturated, outputs, retire, multiplicity);
+    const bool keep = fate.keep, retiring = fate.retiring;
     const unsigned kept = __ballot_sync(FULL_MASK, keep);
     const unsigned gone = __ballot_sync(FULL_MASK, retiring);
-    int kept_images = keep ? images : 0, retired_images = retiring ? images : 0;
+    int kept_images = keep ? fate.images : 0, retired_images = retiring ? fate.images : 0;
     for (int offset = 16; offset > 0; offset /= 2) {
         kept_images += __shfl_xor_sync(FULL_MASK, kept_images, offset);
         retired_images += __shfl_xor_sync(FULL_MASK, retired_images, offset);
