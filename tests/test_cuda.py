@@ -113,6 +113,17 @@ def test_batches_and_streamed_weights_give_the_same_answer(rng):
     assert_same(network, features, CudaEngine(resident_weights=False))
 
 
+def test_graph_replays_and_single_launches_agree(rng):
+    network = generate.radixnet(1024, 40, seed=int(rng.integers(1 << 30)))
+    features = generate.features(1024, 900, seed=int(rng.integers(1 << 30)))
+    engine = CudaEngine(batch_rows=400)                 # three batches, each with its graphs
+    first = assert_same(network, features, engine)
+    again = infer(network, features, engine)             # the captured graphs replayed
+    assert np.array_equal(first.categories, again.categories)
+    assert first.active_rows == again.active_rows
+    assert_same(network, features, CudaEngine(graphs=False))
+
+
 def test_no_live_rows_and_one_layer(rng):
     network = random_network(rng, 20, 1, -0.5)
     assert infer(network, sp.csr_matrix((5, 20), dtype=np.float32), CudaEngine()).categories.size == 0

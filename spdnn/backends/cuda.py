@@ -11,13 +11,15 @@ few inputs in one order replays that order on registers (kernels/pattern.cu); bo
 exact for any input that meets their conditions. The host learns the
 active count a few layers late, through pinned memory, and stops launching once nothing
 is left to compute. Identical rows are merged on the GPU (kernels/rows.cu) when the
-layer loop asks. Kernels are compiled at run time by CuPy (NVRTC) and cached on disk.
+layer loop asks. Layers are launched GRAPH_LAYERS at a time as CUDA graphs, captured once
+per batch (the first ones while the features load) and replayed by every inference.
+Kernels are compiled at run time by CuPy (NVRTC) and cached on disk.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,8 @@ THREADS_PER_MULTIPROCESSOR = 1024
 COLUMNS_PER_THREAD = 4
 MERGE_INTERVAL = 32
 """The GPU merges identical rows only after every this many layers: saturated rows (the
-common duplicates) retire without it, and each merge costs a few host round trips."""
+common duplicates) retire without it, and each merge costs a few host round trips.
+A multiple of GRAPH_LAYERS, so that no graph runs past a merge."""
 ROW_THREADS = 256
 """Threads per block of the row hashing and comparing kernels (a warp per row)."""
 
@@ -44,8 +47,15 @@ ACTIVATION_MEMORY_FRACTION = 0.6
 """Share of the free device memory that a batch's activations may take."""
 WEIGHT_MEMORY_FRACTION = 0.5
 """Share of the free device memory that resident weights may take; the rest stream."""
+GRAPH_LAYERS = 8
+"""Layers launched together as one CUDA graph: the host's cost per layer falls from a
+kernel launch (~15 us from Python) to an eighth of a graph launch."""
+CAPTURED_LAYERS = 64
+"""Layers whose graphs load_features captures ahead; later ones are captured when first run."""
 WARM_UP_ROWS = 8
 WARM_UP_MERGE_ROWS = 65536
+SMALL_THREADS = 256
+"""Threads per block of the batch bookkeeping kernels."""
 PATTERN_THREADS = 512
 FIRST_THREADS = 512
 FIRST_SHARED_BYTES = 24 * 1024
@@ -146,6 +156,23 @@ class FirstLayer:
 
 
 @dataclass
+class BatchPlace:
+    """The device state of one batch of rows that stays put from one inference to the
+    next, so that every launch of a layer gets the same arguments and the CUDA graph of a
+    run of layers, captured once, can be replayed."""
+
+    history: object
+    """Per layer (0 = the features): active slots, their images, retired slots, their images."""
+    retire: object
+    """Per layer: 1 where an all-YMAX row stays so through every later layer of the run."""
+    seen: np.ndarray
+    """Mapped host memory: each layer's kernel writes its input count here (-1 before)."""
+    retire_depth: int = -1
+    graphs: dict = field(default_factory=dict)
+    """(first layer, end) -> the captured graph of those layers."""
+
+
+@dataclass
 class Features:
     """The live feature rows on the GPU and the buffers that batches of them use."""
 
@@ -156,6 +183,8 @@ class Features:
     values: object
     batch_rows: int
     buffers: tuple
+    places: dict = field(default_factory=dict)
+    """Batch start -> its BatchPlace."""
 
 
 @dataclass
@@ -172,21 +201,27 @@ class Batch:
     which: object
     multiplicity: object
     retired: object
-    history: object
-    """Per layer (0 = the features): active slots, their images, retired slots, their images."""
-    seen: np.ndarray
-    """Mapped host memory: each layer's kernel writes its input count here (-1 before)."""
-    retire: np.ndarray
-    """Per layer: 1 where an all-YMAX row stays so through every later layer."""
+    place: BatchPlace
     state: dict
     """Per-slot arrays of the kernels: multiplicity, retired flags, counters."""
+    depth: int
     done: int = 0
+    launched: int = 0
+    """Layers launched so far: a graph launches several ahead of the layer loop."""
     landed: int = 0
     final_history: np.ndarray | None = None
 
     @property
+    def history(self):
+        return self.place.history
+
+    @property
+    def seen(self) -> np.ndarray:
+        return self.place.seen
+
+    @property
     def report(self) -> int:
-        return self.seen.ctypes.data
+        return self.place.seen.ctypes.data
 
 
 class EventClock:
@@ -210,7 +245,8 @@ class CudaEngine:
     name = "cuda"
 
     def __init__(self, threads: int | None = None, batch_rows: int | None = None,
-                 tile_bytes: int = TILE_BYTES, resident_weights: bool | None = None):
+                 tile_bytes: int = TILE_BYTES, resident_weights: bool | None = None,
+                 graphs: bool = True):
         import os
 
         cp = _cupy()
@@ -234,6 +270,9 @@ class CudaEngine:
         self._first: FirstLayer | None = None
         self._reports: list = []
         self._dummy = cp.zeros(4, cp.int32)
+        self.graphs = graphs
+        """Launch runs of GRAPH_LAYERS layers as captured CUDA graphs (else one by one)."""
+        self._capture_stream = None
 
     # ------------------------------------------------------------------ network
 
@@ -300,7 +339,7 @@ class CudaEngine:
         for index in range(1, depth):
             history[:] = cp.array([1, 1, 0, 0, 0, 0, 0, 0], cp.int32)   # one row in, none out yet
             self._launch(index, row, None, out, scratch["active"], scratch["active_out"],
-                         history, 0, scratch, retire=np.int32(0))
+                         history, 0, scratch, retire=self._dummy)   # zeros: no retiring
             answers.append(cp.all(out[:self.layers[index].outputs] == YMAX))
         keeps[1:] = cp.stack(answers).get()
         return keeps
@@ -310,7 +349,9 @@ class CudaEngine:
         return {"active": cp.zeros(slots, cp.int32), "active_out": cp.zeros(slots, cp.int32),
                 "multiplicity": cp.ones(slots, cp.int32),
                 "retired": cp.zeros(slots, cp.uint8), "slot_stats": cp.zeros(2 * slots, cp.int32),
-                "tile_done": cp.zeros(slots, cp.int32), "staged": cp.zeros(slots, cp.int32)}
+                "tile_done": cp.zeros(slots, cp.int32), "staged": cp.zeros(slots, cp.int32),
+                "which": cp.zeros(slots, cp.int32), "alive": cp.zeros(slots, cp.uint8),
+                "found": cp.zeros(slots, cp.uint8)}
 
     # ------------------------------------------------------------------ the layer kernel
 
@@ -318,7 +359,7 @@ class CudaEngine:
                 layer_index: int, state: dict, retire, report: int = 0) -> None:
         """Run layer `index` on the slots listed in active_in, counting in
         history[4 * layer_index] (in) and history[4 * layer_index + 4] (out)."""
-        plan = self._plan(index, x is not None)
+        plan = self._plan(index, x is not None)      # retire: per layer flags on the device
         rows = (active_in, active_out, history, np.int32(layer_index), np.uint64(report),
                 state["multiplicity"], state["retired"])
         if plan.kind == "first":
@@ -461,6 +502,11 @@ class CudaEngine:
                           cp.asarray(rows.indices.astype(np.int32)), cp.asarray(rows.data),
                           batch_rows, buffers)
         self._warm_up(loaded)
+        if self.graphs:        # capture the graphs of the first layers, outside any timing
+            depth = min(len(self.layers), CAPTURED_LAYERS)
+            for batch in self.batches(loaded, depth):
+                for first in range(0, depth, GRAPH_LAYERS):
+                    self._graph(batch, first, min(depth, first + GRAPH_LAYERS))
         self._batches = []
         self._features = (given, loaded)
         return loaded
@@ -474,13 +520,17 @@ class CudaEngine:
         depth = min(2, len(self.layers))
         sample = Features(features.images[:rows], features.indptr[:rows + 1], features.indices,
                           features.values, rows, features.buffers)
-        for batch in self.batches(sample, depth):
-            for index in range(depth):
-                batch = self.layer(batch, index)
-                self.counts(batch)
-                self.merge_duplicates(batch)
-                self.settled(batch, index)
-            self.categories(batch)
+        self.graphs, graphs = False, self.graphs      # real launches: load every kernel
+        try:
+            for batch in self.batches(sample, depth):
+                for index in range(depth):
+                    batch = self.layer(batch, index)
+                    self.counts(batch)
+                    self.merge_duplicates(batch)
+                    self.settled(batch, index)
+                self.categories(batch)
+        finally:
+            self.graphs = graphs
         # a merge of a full batch of equal rows: CuPy compiles its scans by size class
         many = min(features.batch_rows, WARM_UP_MERGE_ROWS)
         if many > 1:
@@ -500,7 +550,7 @@ class CudaEngine:
     def batches(self, features: Features, depth: int):
         """Yield the live rows in batches that fit in device memory, as fresh active rows."""
         cp = self.cp
-        retire = np.zeros(depth, np.int32)     # per layer, as kernel arguments
+        retire = np.zeros(len(self.layers), np.int32)
         keeps = self.keeps_saturated[:depth]
         # a row all YMAX after layer l stays so when every later layer keeps it so
         retire[:depth] = np.flip(np.logical_and.accumulate(np.flip(np.r_[keeps[1:], True])))
@@ -508,22 +558,29 @@ class CudaEngine:
         total = features.images.size
         for start in range(0, max(total, 1), features.batch_rows):
             count = min(features.batch_rows, total - start)
-            history = cp.zeros((depth + 1) * 4, cp.int32)
-            history[:2] = count
+            place = features.places.get(start)
+            if place is None:
+                place = features.places[start] = BatchPlace(
+                    cp.zeros((len(self.layers) + 1) * 4, cp.int32),
+                    cp.zeros(max(1, len(self.layers)), cp.int32), self._mapped(len(self.layers) + 1))
+            if place.retire_depth != depth:
+                place.retire.set(retire)
+                place.retire_depth = depth
+            place.seen[:] = -1
             active = state["active"]
-            active[:count] = cp.arange(count, dtype=cp.int32)
-            state["multiplicity"][:count] = 1
-            state["retired"][:count] = 0
-            seen = self._mapped(depth + 1)
-            seen[:] = -1
+            size = place.history.size
+            kernel("batch.cu", "start_batch")(
+                (self._small_grid(max(count, size)),), (SMALL_THREADS,),
+                (np.int32(count), place.history, np.int32(size), active, state["which"],
+                 state["multiplicity"], state["retired"]))
             batch = Batch(images=features.images[start:start + count],
                           features=(features.indptr[start:start + count + 1], features.indices,
                                     features.values),
                           values=first_values, spare=second_values, active=active,
                           spare_active=state["active_out"],
-                          which=cp.arange(count, dtype=cp.int32),
+                          which=state["which"],
                           multiplicity=state["multiplicity"], retired=state["retired"],
-                          history=history, seen=seen, retire=retire, state=state)
+                          place=place, state=state, depth=depth)
             self._batches.append(batch)
             yield batch
 
@@ -531,11 +588,7 @@ class CudaEngine:
         """Return `size` int32 of pinned host memory that kernels write directly (UVA)."""
         import ctypes
 
-        cp = self.cp
-        for pointer, array in self._reports:
-            if array.size >= size:
-                return array[:size]
-        pointer = cp.cuda.runtime.hostAlloc(4 * size, 3)   # portable | mapped
+        pointer = self.cp.cuda.runtime.hostAlloc(4 * size, 3)   # portable | mapped
         array = np.ctypeslib.as_array((ctypes.c_int32 * size).from_address(pointer))
         self._reports.append((pointer, array))
         return array
@@ -550,14 +603,58 @@ class CudaEngine:
     # ------------------------------------------------------------------ the layer loop's steps
 
     def layer(self, batch: Batch, index: int) -> Batch:
-        self._launch(index, None if index == 0 else batch.values,
-                     batch.features if index == 0 else None, batch.spare, batch.active,
-                     batch.spare_active, batch.history, index, batch.state,
-                     retire=batch.retire[index], report=batch.report)
+        """Compute layer `index`, or note it done when a graph launched it already."""
+        if index >= batch.launched:
+            end = min(batch.depth, (index // GRAPH_LAYERS + 1) * GRAPH_LAYERS)
+            graph = self._graph(batch, index, end) if self.graphs else None
+            if graph is not None:
+                graph.launch()
+                batch.launched = end
+            else:
+                self._launch_layer(batch, index, batch.values, batch.spare, batch.active,
+                                   batch.spare_active)
+                batch.launched = index + 1
         batch.values, batch.spare = batch.spare, batch.values
         batch.active, batch.spare_active = batch.spare_active, batch.active
         batch.done = index + 1
         return batch
+
+    def _launch_layer(self, batch: Batch, index: int, values, spare, active, spare_active):
+        self._launch(index, None if index == 0 else values,
+                     batch.features if index == 0 else None, spare, active, spare_active,
+                     batch.history, index, batch.state, retire=batch.place.retire,
+                     report=batch.report)
+
+    def _graph(self, batch: Batch, first: int, end: int):
+        """Return the CUDA graph of layers [first, end) of the batch's place, capturing it
+        the first time; None where a layer's weights stream from host memory or this CuPy
+        cannot capture (then the layers are launched one by one)."""
+        key = (first, end)
+        graph = batch.place.graphs.get(key)
+        if graph is not None or not all(self.layers[i].resident for i in range(first, end)):
+            return graph
+        cp = self.cp
+        if self._capture_stream is None:
+            self._capture_stream = cp.cuda.Stream(non_blocking=True)
+        stream = self._capture_stream
+        values, spare, active, spare_active = (batch.values, batch.spare, batch.active,
+                                               batch.spare_active)
+        try:
+            with stream:
+                stream.begin_capture()
+                try:
+                    for index in range(first, end):
+                        self._launch_layer(batch, index, values, spare, active, spare_active)
+                        values, spare = spare, values
+                        active, spare_active = spare_active, active
+                finally:
+                    graph = stream.end_capture()
+        except (AttributeError, cp.cuda.runtime.CUDARuntimeError,
+                cp.cuda.driver.CUDADriverError):
+            self.graphs = False
+            return None
+        batch.place.graphs[key] = graph
+        return graph
 
     def prune(self, batch: Batch) -> Batch:
         return batch    # the layer kernel already dropped the rows that died
@@ -639,11 +736,22 @@ class CudaEngine:
         return batch.seen[batch.landed] == 0
 
     def categories(self, batch: Batch) -> np.ndarray:
-        count = int(batch.history[batch.done * 4].get())
-        alive = batch.retired.copy()
-        alive[batch.active[:count]] = 1
-        found = alive[batch.which[:batch.images.size]].get().astype(bool)
-        return np.sort(batch.images[found]) + 1
+        """Return the batch's categories: its images whose rows are active or retired."""
+        cp = self.cp
+        alive, found = batch.state["alive"], batch.state["found"]
+        slots, images = batch.retired.size, batch.images.size
+        cp.cuda.runtime.memcpyAsync(alive.data.ptr, batch.retired.data.ptr, slots,
+                                    cp.cuda.runtime.memcpyDeviceToDevice,
+                                    cp.cuda.get_current_stream().ptr)
+        kernel("batch.cu", "mark_active")((self._small_grid(slots),), (SMALL_THREADS,),
+                                          (batch.history[batch.done * 4:], batch.active, alive))
+        kernel("batch.cu", "alive_images")((self._small_grid(images),), (SMALL_THREADS,),
+                                           (batch.which, np.int32(images), alive, found))
+        flags = found[:images].get().astype(bool)
+        return np.sort(batch.images[flags]) + 1
+
+    def _small_grid(self, items: int) -> int:
+        return max(1, min(-(-items // SMALL_THREADS), 4 * self.multiprocessors))
 
     @property
     def multiply_adds(self) -> int:

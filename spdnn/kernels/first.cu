@@ -34,12 +34,13 @@ first_layer(const long long* __restrict__ x_ptr, const int* __restrict__ x_col,
             int* __restrict__ report, const int* __restrict__ multiplicity,
             unsigned char* __restrict__ retired, int* __restrict__ staged,
             const int* __restrict__ fanout, int outputs, float term, float bias, float ymax,
-            int retire) {
+      const int* __restrict__ retire_layer) {
     extern __shared__ int counts[];          // GROUPS rows of outputs + 1 counters
     __shared__ RowTally tally;
     __shared__ int row_slot[GROUPS], row_nonzero[GROUPS], row_saturated[GROUPS];
 
     const int* history_in = history + 4 * layer_index;
+    const int retire = retire_layer[layer_index];   // may this layer retire all-YMAX rows
     const int n = history_in[0];
     if (report != nullptr && blockIdx.x == 0 && threadIdx.x == 0) report[layer_index] = n;
     int lo, hi;

@@ -266,13 +266,15 @@ layer(const float* __restrict__ y_in, const long long* __restrict__ x_ptr,
       unsigned char* __restrict__ retired, int* __restrict__ slot_stats,
       int* __restrict__ tile_done, const index_t* __restrict__ index,
       const float* __restrict__ value, int inputs, int outputs, int width, int stride,
-      int chunk, float weight, float bias, float ymax, int retire) {
+      int chunk, float weight, float bias, float ymax,
+      const int* __restrict__ retire_layer) {
     extern __shared__ float tile[];          // chunk x ROWS floats
     __shared__ int row_slot[ROWS], row_nonzero[ROWS], row_saturated[ROWS], row_start[ROWS + 1];
     __shared__ long long row_first[ROWS];
     __shared__ int last_share;
 
     const int* history_in = history + 4 * layer_index;
+    const int retire = retire_layer[layer_index];   // may this layer retire all-YMAX rows
     int* history_out = history + 4 * (layer_index + 1);
     const int n = history_in[0];
     if (report != nullptr && blockIdx.x == 0 && threadIdx.x == 0) report[layer_index] = n;

@@ -32,11 +32,13 @@ pattern_layer(const float* __restrict__ y_in, float* __restrict__ y_out,
               int* __restrict__ history, int layer_index, int* __restrict__ report,
               const int* __restrict__ multiplicity, unsigned char* __restrict__ retired,
               int* __restrict__ staged, const int* __restrict__ sources, int inputs,
-              int outputs, float weight, float bias, float ymax, int retire) {
+              int outputs, float weight, float bias, float ymax,
+      const int* __restrict__ retire_layer) {
     __shared__ RowTally tally;
     __shared__ int row_nonzero[WARPS][32], row_saturated[WARPS][32];
 
     const int* history_in = history + 4 * layer_index;
+    const int retire = retire_layer[layer_index];   // may this layer retire all-YMAX rows
     const int n = history_in[0];
     if (report != nullptr && blockIdx.x == 0 && threadIdx.x == 0) report[layer_index] = n;
     int lo, hi;

@@ -1,6 +1,8 @@
 // What becomes of an active row after a layer, shared by the layer kernels: a row that
 // became all zero leaves the active list, a row that became all YMAX retires when every
-// later layer keeps it so (`retire`), any other row stays active for the next layer.
+// later layer keeps it so (`retire`, from the kernels' retire_layer[layer_index], device
+// memory so that a launch's arguments do not depend on the depth run), any other row
+// stays active for the next layer.
 //
 // Kernels include this file; spdnn/backends/cuda.py pastes it into their source before
 // NVRTC compiles them, and nvcc finds it beside them.
