@@ -103,14 +103,16 @@ def layer_floor_bytes(engine, history_rows: list[int], features_nnz: int, depth:
 
 
 def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: int) -> list[dict]:
-    """Time the layers one by one (no merging) until none is left to compute: ms, rows,
-    the kernel that ran and the fraction of the layer's bandwidth floor reached. A copy
+    """Time the layers one by one (no merging, no graphs, no march) until none is left to
+    compute: ms, rows, the kernel that ran and the fraction of the layer's bandwidth floor
+    reached. A copy
     queued before each layer keeps the GPU busy while the host launches it, so that the
     events time the kernel, not the host."""
     cp = engine.cp
     head_start = cp.empty(1 << 26, cp.float32)       # 256 MB: ~0.2 ms of copying
     out = []
-    engine.graphs, graphs = False, engine.graphs
+    graphs, march = engine.graphs, engine.march
+    engine.graphs = engine.march = False            # every layer its own launch
     try:
         for batch in engine.batches(loaded, depth):
             for index in range(min(depth, PROFILE_LAYERS)):
@@ -134,7 +136,7 @@ def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: i
                             "floor_fraction": floor / seconds})
             break
     finally:
-        engine.graphs = graphs
+        engine.graphs, engine.march = graphs, march
     return out
 
 
@@ -223,6 +225,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--baseline-seconds", type=float, default=2.0)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-march", action="store_true",
+                        help="launch the late layers as graphs of single-layer kernels only")
     parser.add_argument("--check-rows", type=int, default=None,
                         help="rows checked against the CPU (default: all up to N=4096, fewer above)")
     parser.add_argument("--seed", type=int, default=challenge.DEFAULT_SEED)
@@ -250,7 +254,7 @@ def main() -> int:
         truth = cpu_categories(network, features[:check_rows], depths)
         log(f"N={neurons}: CPU truth on {check_rows} rows in {time.perf_counter() - started:.1f} s")
 
-        engine = CudaEngine()
+        engine = CudaEngine(march=not args.no_march)
         started = time.perf_counter()
         engine.load_network(network)
         engine.synchronize()

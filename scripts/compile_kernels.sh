@@ -20,6 +20,11 @@ PATTERN_VARIANTS=(
     "-DPATTERN=\"01010101010101010101010101010101\" -DUNIQUE=2"
     "-DPATTERN=\"0123210\" -DUNIQUE=4 -DTHREADS=256"
 )
+MARCH_VARIANTS=(
+    ""
+    "-DROW_THREADS=256"
+    "-DROW_THREADS=64 -DTHREADS=128"
+)
 FIRST_VARIANTS=(
     ""
     "-DROW_WARPS=16 -DFANOUT=4"
@@ -34,6 +39,7 @@ for source in spdnn/kernels/*.cu; do
         layer.cu) variants=("${LAYER_VARIANTS[@]}") ;;
         pattern.cu) variants=("${PATTERN_VARIANTS[@]}") ;;
         first.cu) variants=("${FIRST_VARIANTS[@]}") ;;
+        march.cu) variants=("${MARCH_VARIANTS[@]}") ;;
     esac
     for arch in "${ARCHS[@]}"; do
         for defines in "${variants[@]}"; do

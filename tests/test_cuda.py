@@ -122,6 +122,16 @@ def test_graph_replays_and_single_launches_agree(rng):
     assert np.array_equal(first.categories, again.categories)
     assert first.active_rows == again.active_rows
     assert_same(network, features, CudaEngine(graphs=False))
+    assert_same(network, features, CudaEngine(march=False))
+
+
+def test_marched_layers_match_the_cpu_for_any_weights(rng):
+    # mixed weights and entries per column (some none), rows wider than a tile
+    network = random_network(rng, 300, 7, 0.5, per_column=(0, 12))
+    features = random_features(rng, 500, 300)
+    engine = CudaEngine(tile_bytes=1024)
+    assert_same(network, features, engine)
+    assert engine.march_from == 1            # every layer after the first marches
 
 
 def test_no_live_rows_and_one_layer(rng):

@@ -52,6 +52,18 @@ GRAPH_LAYERS = 8
 kernel launch (~15 us from Python) to an eighth of a graph launch."""
 CAPTURED_LAYERS = 64
 """Layers whose graphs load_features captures ahead; later ones are captured when first run."""
+MARCH_ROWS = 8192
+"""At most this many active rows at the first general layer (or after a merge): the layers up
+to the next merge run as one march launch (kernels/march.cu) instead of one launch each."""
+MARCH_THREADS = 256
+MARCH_WIDEST = 1024
+"""Rows at most this wide march: every row reads its layers' indices (64 bytes per output)
+again, which the L1 cache holds up to about this width; wider rows go by tiles."""
+MARCH_LAYER = np.dtype([("index", "<u8"), ("values", "<u8"), ("inputs", "<i4"),
+                        ("outputs", "<i4"), ("width", "<i4"), ("stride", "<i4"),
+                        ("shift", "<i4"), ("index_bytes", "<i4"), ("weight", "<f4"),
+                        ("unused", "<i4")])
+"""kernels/march.cu's MarchLayer, field for field."""
 WARM_UP_ROWS = 8
 WARM_UP_MERGE_ROWS = 65536
 SMALL_THREADS = 256
@@ -246,7 +258,7 @@ class CudaEngine:
 
     def __init__(self, threads: int | None = None, batch_rows: int | None = None,
                  tile_bytes: int = TILE_BYTES, resident_weights: bool | None = None,
-                 graphs: bool = True):
+                 graphs: bool = True, march: bool = True):
         import os
 
         cp = _cupy()
@@ -272,6 +284,8 @@ class CudaEngine:
         self._dummy = cp.zeros(4, cp.int32)
         self.graphs = graphs
         """Launch runs of GRAPH_LAYERS layers as captured CUDA graphs (else one by one)."""
+        self.march = march
+        """Run the few rows left after the busy layers through many layers per launch."""
         self._capture_stream = None
 
     # ------------------------------------------------------------------ network
@@ -304,6 +318,48 @@ class CudaEngine:
                 sources=cp.asarray(layout.sources) if layout.sources is not None else None,
                 fanout=cp.asarray(layout.fanout) if layout.fanout is not None else None))
         self.keeps_saturated = self._saturation_check()
+        self._march_setup()
+
+    def _pattern_layer(self, index: int) -> bool:
+        layout = self.layers[index].layout
+        return index > 0 and layout.pattern is not None and layout.outputs % 32 == 0
+
+    def _march_setup(self) -> None:
+        """Describe every resident layer for the march kernel and find where marching may
+        start: the first layer after 0 that the pattern kernel does not take."""
+        cp = self.cp
+        table = np.zeros(len(self.layers), MARCH_LAYER)
+        for index, layer in enumerate(self.layers):
+            if layer.resident:
+                layout = layer.layout
+                table[index] = (layer.index.data.ptr,
+                                layer.values.data.ptr if layer.values is not None else 0,
+                                layout.inputs, layout.outputs, layout.width, layout.stride,
+                                layer.rows.bit_length() - 1, layout.index.dtype.itemsize,
+                                layout.weight or 0.0, 0)
+        self._march_table = cp.asarray(table.view(np.uint8))
+        self.march_from = next((i for i in range(1, len(self.layers))
+                                if not self._pattern_layer(i)), None)
+        self._march_plan_cache = None
+        if self.march_from is not None:
+            widest = max(max(layer.inputs, layer.outputs) for layer in self.layers[self.march_from:])
+            row_threads = min(MARCH_THREADS, max(32, 1 << (-(-widest // 16) - 1).bit_length()))
+            shared = MARCH_THREADS // row_threads * 2 * widest * 4
+            if shared > self.shared_per_block or widest > MARCH_WIDEST:
+                self.march_from = None
+            else:
+                self._march_shape = (widest, row_threads, shared)
+
+    def _march_plan(self) -> tuple:
+        """Return (kernel, grid, shared bytes, widest row) of the march kernel."""
+        if self._march_plan_cache is None:
+            widest, row_threads, shared = self._march_shape
+            function = kernel("march.cu", "march", THREADS=MARCH_THREADS, ROW_THREADS=row_threads)
+            if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
+                function.max_dynamic_shared_size_bytes = shared
+            self._march_plan_cache = (function, self._blocks(function, MARCH_THREADS, shared),
+                                      shared, widest)
+        return self._march_plan_cache
 
     def _threads(self, shared: int, rows: int, layout: LayerLayout) -> int:
         """Return the block size: the blocks that fit a multiprocessor's shared memory share
@@ -351,6 +407,7 @@ class CudaEngine:
                 "retired": cp.zeros(slots, cp.uint8), "slot_stats": cp.zeros(2 * slots, cp.int32),
                 "tile_done": cp.zeros(slots, cp.int32), "staged": cp.zeros(slots, cp.int32),
                 "which": cp.zeros(slots, cp.int32), "alive": cp.zeros(slots, cp.uint8),
+                "march_done": cp.zeros(1, cp.int32),
                 "found": cp.zeros(slots, cp.uint8)}
 
     # ------------------------------------------------------------------ the layer kernel
@@ -383,7 +440,7 @@ class CudaEngine:
             layout = layer.layout
             if first is not None:
                 plan = self._first_plan(layer, first)
-            elif not sparse and layout.pattern is not None and layout.outputs % 32 == 0:
+            elif not sparse and self._pattern_layer(index):
                 function = kernel("pattern.cu", "pattern_layer", THREADS=PATTERN_THREADS,
                                   PATTERN='"' + "".join(map(str, layout.pattern)) + '"',
                                   UNIQUE=layout.sources.shape[0])
@@ -505,8 +562,11 @@ class CudaEngine:
         if self.graphs:        # capture the graphs of the first layers, outside any timing
             depth = min(len(self.layers), CAPTURED_LAYERS)
             for batch in self.batches(loaded, depth):
-                for first in range(0, depth, GRAPH_LAYERS):
-                    self._graph(batch, first, min(depth, first + GRAPH_LAYERS))
+                first = 0
+                while first < depth:
+                    end = self._chunk_end(batch, first)
+                    self._graph(batch, first, end)
+                    first = end
         self._batches = []
         self._features = (given, loaded)
         return loaded
@@ -531,6 +591,10 @@ class CudaEngine:
                 self.categories(batch)
         finally:
             self.graphs = graphs
+        if self.march_from is not None:   # load the march kernel: one launch with no rows
+            for batch in self.batches(sample, len(self.layers)):
+                batch.place.history.fill(0)
+                self._march(batch, self.march_from, self.march_from + 1)
         # a merge of a full batch of equal rows: CuPy compiles its scans by size class
         many = min(features.batch_rows, WARM_UP_MERGE_ROWS)
         if many > 1:
@@ -603,21 +667,69 @@ class CudaEngine:
     # ------------------------------------------------------------------ the layer loop's steps
 
     def layer(self, batch: Batch, index: int) -> Batch:
-        """Compute layer `index`, or note it done when a graph launched it already."""
+        """Compute layer `index`, or note it done when a march or a graph launched it
+        already: a march when few rows are left, else a graph of the layers up to the
+        next chunk end, else (weights streamed, graphs off) the layer alone."""
         if index >= batch.launched:
-            end = min(batch.depth, (index // GRAPH_LAYERS + 1) * GRAPH_LAYERS)
-            graph = self._graph(batch, index, end) if self.graphs else None
-            if graph is not None:
-                graph.launch()
-                batch.launched = end
+            batch.launched = self._march_end(batch, index)
+            if batch.launched:
+                self._march(batch, index, batch.launched)
             else:
-                self._launch_layer(batch, index, batch.values, batch.spare, batch.active,
-                                   batch.spare_active)
-                batch.launched = index + 1
+                end = self._chunk_end(batch, index)
+                graph = self._graph(batch, index, end) if self.graphs else None
+                if graph is not None:
+                    graph.launch()
+                else:
+                    self._launch_layer(batch, index, batch.values, batch.spare, batch.active,
+                                       batch.spare_active)
+                    end = index + 1
+                batch.launched = end
         batch.values, batch.spare = batch.spare, batch.values
         batch.active, batch.spare_active = batch.spare_active, batch.active
         batch.done = index + 1
         return batch
+
+    def _chunk_end(self, batch: Batch, index: int) -> int:
+        """Return where the graph that starts at layer `index` ends: at a multiple of
+        GRAPH_LAYERS, the depth, or the layer where marching may start."""
+        end = min(batch.depth, (index // GRAPH_LAYERS + 1) * GRAPH_LAYERS)
+        if self.march_from is not None and index < self.march_from:
+            end = min(end, self.march_from)
+        return end
+
+    def _march_end(self, batch: Batch, index: int) -> int:
+        """Return the end of a march from layer `index`, or 0 for no march there.
+
+        A march starts where marching may start or right after a merge, when few rows are
+        left (reading their count waits for the layers before: one pause of the pipeline),
+        and runs to the next merge or the depth.
+        """
+        if not self.march or self.march_from is None or index < self.march_from:
+            return 0
+        if index != self.march_from and index % MERGE_INTERVAL:
+            return 0
+        end = min(batch.depth, (index // MERGE_INTERVAL + 1) * MERGE_INTERVAL)
+        if not all(self.layers[i].resident for i in range(index, end)):
+            return 0
+        return end if int(batch.history[4 * index].get()) <= MARCH_ROWS else 0
+
+    def _march(self, batch: Batch, first: int, end: int) -> None:
+        """Launch the march kernel over layers [first, end) for the batch's active rows."""
+        cp = self.cp
+        function, grid, shared, widest = self._march_plan()
+        state = batch.state
+        slots = state["staged"]
+        cp.cuda.runtime.memcpyAsync(slots.data.ptr, batch.active.data.ptr, slots.nbytes,
+                                    cp.cuda.runtime.memcpyDeviceToDevice,
+                                    cp.cuda.get_current_stream().ptr)
+        odd = (end - first) % 2 == 1          # where layer end - 1's output lies
+        function((grid,), (MARCH_THREADS,),
+                 (self._march_table, np.int32(first), np.int32(end), batch.values,
+                  batch.spare if odd else batch.values, slots,
+                  batch.spare_active if odd else batch.active, batch.history,
+                  np.uint64(batch.report), state["multiplicity"], state["retired"],
+                  batch.place.retire, state["march_done"], np.int32(widest), self.bias,
+                  np.float32(YMAX)), shared_mem=shared)
 
     def _launch_layer(self, batch: Batch, index: int, values, spare, active, spare_active):
         self._launch(index, None if index == 0 else values,

@@ -1,0 +1,155 @@
+// Several layers in one launch for the few rows left after the busy first layers: rows
+// are independent from one layer to the next, so a group of threads takes one row and
+// carries it through layers [first, end) in shared memory, with no launch or grid-wide
+// wait between layers. Each output sums its stored entries in order with separate
+// multiply and add, exactly as layer.cu does (any weights, any layout), so results match
+// it bit for bit. A row stops early when it dies or retires (rows_fate.cuh).
+//
+// Layers are described by MarchLayer records in device memory (layout: cuda.py's
+// MARCH_LAYER dtype). The rows to carry are listed in `slots` (a copy of the active list
+// into layer `first`); the survivors of layer end - 1 go to active_out and their values to
+// y_out. Per layer l, history[4 (l + 1) ...] counts what layer l kept and retired, and
+// report[l] gets layer l's input count once the launch is done.
+//
+// Built at run time by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c`
+// compile this file standalone.
+
+#include "rows_fate.cuh"
+
+#ifndef THREADS
+#define THREADS 256
+#endif
+#ifndef ROW_THREADS
+#define ROW_THREADS 32       // threads that carry one row
+#endif
+#define GROUPS (THREADS / ROW_THREADS)
+
+struct MarchLayer {
+    unsigned long long index;    // the layer's ELL indices (layout.py: tile offsets)
+    unsigned long long values;   // its weights, or 0 when every weight is `weight`
+    int inputs, outputs, width, stride;
+    int shift;                   // input column = index >> shift
+    int index_bytes;             // 2 or 4
+    float weight;
+    int unused;
+};
+
+__device__ __forceinline__ void group_sync(int group) {
+#if ROW_THREADS == 32
+    __syncwarp();
+#else
+    asm volatile("bar.sync %0, %1;" ::"r"(group + 1), "r"(ROW_THREADS) : "memory");
+#endif
+}
+
+// Output d's sum over its stored entries in order, from the row in x (shared memory).
+// Indices come 16 bytes at a time (each column's entries start 16-byte aligned).
+template <typename Index>
+__device__ __forceinline__ float column_sum(const MarchLayer& layer, int d, const float* x) {
+    constexpr int PER_LOAD = 16 / sizeof(Index);
+    const long long base = (long long)d * layer.stride;
+    const Index* index = reinterpret_cast<const Index*>(layer.index) + base;
+    const float* values = layer.values ? reinterpret_cast<const float*>(layer.values) + base : nullptr;
+    float acc = 0.0f;
+    for (int k0 = 0; k0 < layer.width; k0 += PER_LOAD) {
+        const uint4 packed = __ldg(reinterpret_cast<const uint4*>(index + k0));
+        const unsigned int words[4] = {packed.x, packed.y, packed.z, packed.w};
+#pragma unroll
+        for (int j = 0; j < PER_LOAD; ++j) {
+            if (k0 + j >= layer.width) break;
+            const unsigned int entry = sizeof(Index) == 2
+                ? (words[j / 2] >> ((j & 1) * 16)) & 0xffffu : words[j];
+            const float w = values != nullptr ? __ldg(values + k0 + j) : layer.weight;
+            acc = __fadd_rn(acc, __fmul_rn(x[entry >> layer.shift], w));
+        }
+    }
+    return acc;
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+march(const MarchLayer* __restrict__ layers, int first, int end, const float* __restrict__ y_in,
+      float* __restrict__ y_out, const int* __restrict__ slots, int* __restrict__ active_out,
+      int* __restrict__ history, int* __restrict__ report, const int* __restrict__ multiplicity,
+      unsigned char* __restrict__ retired, const int* __restrict__ retire_layer,
+      int* __restrict__ done_blocks, int widest, float bias, float ymax) {
+    extern __shared__ float rows[];          // GROUPS x 2 x widest: a row and its next layer
+    __shared__ int row_nonzero[GROUPS][2], row_saturated[GROUPS][2];   // by layer parity
+
+    const int n = history[4 * first];
+    if (report != nullptr && blockIdx.x == 0 && threadIdx.x == 0) report[first] = n;
+    const int group = threadIdx.x / ROW_THREADS, t = threadIdx.x % ROW_THREADS;
+    float* const mine = rows + group * 2 * widest;   // buffer p at mine + p * widest
+
+    for (int r = blockIdx.x * GROUPS + group; r < n; r += gridDim.x * GROUPS) {
+        const int slot = slots[r];
+        const int images = multiplicity[slot];
+        int cur = 0;
+        {
+            const float* in = y_in + (long long)slot * layers[first].inputs;
+            for (int c = t; c < layers[first].inputs; c += ROW_THREADS) mine[c] = in[c];
+        }
+        for (int l = first; l < end; ++l) {
+            const MarchLayer layer = layers[l];
+            if (t == 0) {        // nobody reads these since the last layer but one
+                row_nonzero[group][cur] = 0;
+                row_saturated[group][cur] = 0;
+            }
+            group_sync(group);   // the row is in buffer cur, the counters are zero
+            const float* x = mine + cur * widest;
+            float* next = mine + (cur ^ 1) * widest;
+            int nonzero = 0, saturated = 0;
+            for (int d = t; d < layer.outputs; d += ROW_THREADS) {
+                const float acc = layer.index_bytes == 2 ? column_sum<unsigned short>(layer, d, x)
+                                                         : column_sum<unsigned int>(layer, d, x);
+                const float y = activate(acc, bias, ymax);
+                next[d] = y;
+                nonzero += y > 0.0f;
+                saturated += y == ymax;
+            }
+            for (int offset = 16; offset > 0; offset /= 2) {
+                nonzero += __shfl_xor_sync(FULL_MASK, nonzero, offset);
+                saturated += __shfl_xor_sync(FULL_MASK, saturated, offset);
+            }
+            if ((t & 31) == 0) {
+                atomicAdd(&row_nonzero[group][cur], nonzero);
+                atomicAdd(&row_saturated[group][cur], saturated);
+            }
+            group_sync(group);   // the counts and the next row are complete
+            const Fate fate = row_fate(true, slot, row_nonzero[group][cur], row_saturated[group][cur],
+                                       layer.outputs, retire_layer[l], multiplicity);
+            int* history_out = history + 4 * (l + 1);
+            if (t == 0) {
+                if (fate.keep) {
+                    const int at = atomicAdd(&history_out[0], 1);
+                    atomicAdd(&history_out[1], images);
+                    if (l == end - 1) active_out[at] = slot;
+                } else if (fate.retiring) {
+                    atomicAdd(&history_out[2], 1);
+                    atomicAdd(&history_out[3], images);
+                    retired[slot] = 1;
+                }
+            }
+            cur ^= 1;
+            if (!fate.keep) break;       // the same answer on every thread of the group
+            if (l == end - 1) {
+                float* out = y_out + (long long)slot * layer.outputs;
+                for (int d = t; d < layer.outputs; d += ROW_THREADS) out[d] = next[d];
+            }
+        }
+        group_sync(group);   // done with the buffers before the next row fills them
+    }
+
+    // the last block to finish reports every layer's input count to the host
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(done_blocks, 1) == gridDim.x - 1;
+    __syncthreads();
+    if (last) {
+        __threadfence();
+        if (report != nullptr)
+            for (int l = first + 1 + threadIdx.x; l < end; l += THREADS)
+                report[l] = *(volatile int*)&history[4 * l];
+        if (threadIdx.x == 0) *done_blocks = 0;
+    }
+}
