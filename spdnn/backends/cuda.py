@@ -56,10 +56,12 @@ MARCH_ROWS = 8192
 """At most this many active rows at the first general layer (or after a merge): the layers up
 to the next merge run as one march launch (kernels/march.cu) instead of one launch each."""
 MARCH_THREADS = 256
-MARCH_WIDEST = 4096
-"""Rows at most this wide march; wider rows go by tiles. Every row reads its layers'
-indices again (64 bytes per output): on an H200, marching took 4096-120 from 1.29 to
-0.97 ms and gave nothing at 16384 (bench/results/march-2026-12-02-*.log)."""
+MARCH_WIDEST = 256
+"""Layers at most this wide (in distinct columns, layout.py) march; wider ones go by tiles.
+A row marches alone, so its time is one chain of dependent sums per layer. On an H200
+(bench/results/march-2026-12-02-*): 4096 (256 distinct) 1.29 -> about 1.0 ms with
+marching; 16384 (1024 distinct) 1.82 ms without, 2.0-2.3 with; 65536 (4096) 5.3 ms
+without, 6.0 with."""
 MARCH_LAYER = np.dtype([("index", "<u8"), ("values", "<u8"), ("inputs", "<i4"),
                         ("outputs", "<i4"), ("width", "<i4"), ("stride", "<i4"),
                         ("shift", "<i4"), ("index_bytes", "<i4"), ("weight", "<f4"),
