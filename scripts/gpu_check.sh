@@ -4,6 +4,8 @@
 #   bash scripts/gpu_check.sh --neurons 1024       # GPU tests, then the given bench.py options
 # The official N = 1024 test reads /work/shared/data or, on a machine without it, a copy in
 # the git-ignored .device-data/graphchallenge-1024 (carry it to the device machine).
+# The results record SPDNN_COMMIT, else `git rev-parse HEAD`: set it where the machine's
+# copy of .git may lag the working tree it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
