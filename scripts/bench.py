@@ -105,9 +105,8 @@ def layer_floor_bytes(engine, history_rows: list[int], features_nnz: int, depth:
 def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: int) -> list[dict]:
     """Time the layers one by one (no merging, no graphs, no march) until none is left to
     compute: ms, rows, the kernel that ran and the fraction of the layer's bandwidth floor
-    reached. A copy
-    queued before each layer keeps the GPU busy while the host launches it, so that the
-    events time the kernel, not the host."""
+    reached. A copy queued before each layer keeps the GPU busy while the host launches
+    it, so that the events time the kernel, not the host."""
     cp = engine.cp
     head_start = cp.empty(1 << 26, cp.float32)       # 256 MB: ~0.2 ms of copying
     out = []
