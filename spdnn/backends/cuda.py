@@ -328,9 +328,21 @@ class CudaEngine:
         return index > 0 and layout.pattern is not None and layout.outputs % 32 == 0
 
     def _march_setup(self) -> None:
-        """Describe every resident layer for the march kernel and find where marching may
-        start: the first layer after 0 that the pattern kernel does not take."""
-        cp = self.cp
+        """Find where marching may start (the first layer after 0 that the pattern kernel
+        does not take) and, where the layers from there are narrow enough, describe every
+        resident layer for the march kernel."""
+        self._march_plan_cache = None
+        self.march_from = next((i for i in range(1, len(self.layers))
+                                if not self._pattern_layer(i)), None)
+        if self.march_from is None:
+            return
+        widest = max(max(layer.inputs, layer.outputs) for layer in self.layers[self.march_from:])
+        row_threads = min(MARCH_THREADS, max(32, 1 << (-(-widest // 16) - 1).bit_length()))
+        shared = MARCH_THREADS // row_threads * 2 * widest * 4
+        if shared > self.shared_per_block or widest > MARCH_WIDEST:
+            self.march_from = None
+            return
+        self._march_shape = (widest, row_threads, shared)
         table = np.zeros(len(self.layers), MARCH_LAYER)
         for index, layer in enumerate(self.layers):
             if layer.resident:
@@ -340,18 +352,7 @@ class CudaEngine:
                                 layout.inputs, layout.outputs, layout.width, layout.stride,
                                 layer.rows.bit_length() - 1, layout.index.dtype.itemsize,
                                 layout.weight or 0.0, 0)
-        self._march_table = cp.asarray(table.view(np.uint8))
-        self.march_from = next((i for i in range(1, len(self.layers))
-                                if not self._pattern_layer(i)), None)
-        self._march_plan_cache = None
-        if self.march_from is not None:
-            widest = max(max(layer.inputs, layer.outputs) for layer in self.layers[self.march_from:])
-            row_threads = min(MARCH_THREADS, max(32, 1 << (-(-widest // 16) - 1).bit_length()))
-            shared = MARCH_THREADS // row_threads * 2 * widest * 4
-            if shared > self.shared_per_block or widest > MARCH_WIDEST:
-                self.march_from = None
-            else:
-                self._march_shape = (widest, row_threads, shared)
+        self._march_table = self.cp.asarray(table.view(np.uint8))
 
     def _march_plan(self) -> tuple:
         """Return (kernel, grid, shared bytes, widest row) of the march kernel."""
