@@ -34,7 +34,7 @@ def main() -> None:
 
     network = generate.radixnet(args.neurons, args.layer)
     features = generate.features(args.neurons, args.rows)
-    engine = CudaEngine()
+    engine = CudaEngine(graphs=False, march=False)      # one launch per layer
     engine.load_network(network)
     loaded = engine.load_features(features)
     batch = next(iter(engine.batches(loaded, args.layer)))
@@ -48,7 +48,8 @@ def main() -> None:
     engine.synchronize()
     cp.cuda.profiler.stop()
     layer = engine.layers[args.layer - 1]
-    print(f"N={args.neurons} layer {args.layer}: {rows} rows, tile rows {layer.rows}, "
+    print(f"N={args.neurons} layer {args.layer}: {rows} rows, "
+          f"{engine.kernel_kind(args.layer - 1)} kernel, tile rows {layer.rows}, "
           f"{layer.threads} threads, {layer.shared} B shared, "
           f"{(time.perf_counter() - start) * 1e3:.3f} ms (wall, under the profiler)")
 

@@ -87,14 +87,17 @@ def run_layers(engine: Engine, rows, depth: int):
     for index in range(depth):
         rows = engine.layer(rows, index)          # Y = min(YMAX, relu(Y W + b on non-zeros))
         rows = engine.prune(rows)                 # rows that became all zero leave the work
-        if index >= look_again_at and merge_due(rows, index):
+        # only rows that every later layer keeps all YMAX are left: nothing changes, and
+        # nothing is left to merge
+        done = settled is not None and settled(rows, index)
+        if not done and index >= look_again_at and merge_due(rows, index):
             before = engine.counts(rows)[1]
             rows = engine.merge_duplicates(rows)  # identical rows are computed once
             if engine.counts(rows)[1] == before:
                 look_again_at = index + MERGE_BACKOFF_LAYERS
         per_layer.append(counts_later(rows))
-        if settled is not None and settled(rows, index):
-            break   # only rows that every later layer keeps all YMAX are left: no change
+        if done:
+            break
     return rows, per_layer
 
 

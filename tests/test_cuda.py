@@ -85,6 +85,21 @@ def test_fast_kernels_step_aside_where_their_conditions_fail(rng):
     assert kinds(engine, 3) == ["tile", "pattern", "pattern"]
 
 
+def test_pattern_layers_with_many_rows_per_warp_match_the_cpu(rng):
+    # 20000 rows: each warp of the pattern kernel takes its rows 4, 2 and 1 at a time;
+    # weights 0.07 and uneven features make every sum depend on its order
+    network = generate.radixnet(1024, 7, seed=int(rng.integers(1 << 30)))
+    layers = [sp.csr_matrix(layer, dtype=np.float32) for layer in network.layers]
+    for layer in layers:
+        layer.data[:] = np.float32(0.07)
+    features = generate.features(1024, 20000, seed=int(rng.integers(1 << 30)))
+    features.data[:] = rng.uniform(0.5, 4.0, features.nnz).astype(np.float32)
+    engine = CudaEngine()
+    found = assert_same(Network(1024, layers, network.bias), features, engine)
+    assert kinds(engine, 3) == ["tile", "pattern", "pattern"]
+    assert 15000 < found.active_rows[-1] < found.active_rows[0]
+
+
 def test_saturated_rows_retire_only_when_later_layers_keep_them(rng):
     # every weight 1: rows saturate at once; layer 4 cannot keep an all-YMAX row
     neurons = 48

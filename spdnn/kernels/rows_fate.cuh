@@ -16,6 +16,16 @@ __device__ __forceinline__ float activate(float z, float bias, float ymax) {
     return z == 0.0f ? 0.0f : fminf(fmaxf(__fadd_rn(z, bias), 0.0f), ymax);
 }
 
+// The sum of `value` over the 32 lanes of a full warp, in every lane.
+__device__ __forceinline__ int warp_sum(int value) {
+#if __CUDA_ARCH__ >= 800
+    return __reduce_add_sync(FULL_MASK, value);
+#else
+    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(FULL_MASK, value, offset);
+    return value;
+#endif
+}
+
 struct Fate {
     bool keep;        // still active: computed again by the next layer
     bool retiring;    // all YMAX for good: leaves the work, stays a category
