@@ -104,8 +104,8 @@ def layer_floor_bytes(engine, history_rows: list[int], features_nnz: int, depth:
 
 def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: int) -> list[dict]:
     """Time the layers one by one (no merging, no graphs, no march) until none is left to
-    compute: ms, rows, the kernel that ran and the fraction of the layer's bandwidth floor
-    reached. A copy queued before each layer keeps the GPU busy while the host launches
+    compute: ms, rows, the kernel that ran, the fraction of the layer's bandwidth floor
+    reached, and the fraction of a copy moving the same bytes (copy_seconds). A copy queued before each layer keeps the GPU busy while the host launches
     it, so that the events time the kernel, not the host."""
     cp = engine.cp
     head_start = cp.empty(1 << 26, cp.float32)       # 256 MB: ~0.2 ms of copying
@@ -129,19 +129,37 @@ def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: i
                 weights = layout.index.nbytes + (layout.values.nbytes if layout.values is not None else 0)
                 reads = features_nnz * engine.feature_bytes_per_entry if index == 0 \
                     else rows * layout.inputs * 4
-                floor = (reads + rows * layout.outputs * 4 + weights) / bandwidth
+                moved = reads + rows * layout.outputs * 4 + weights
+                floor = moved / bandwidth
+                copy = copy_seconds(cp, moved, head_start)
                 out.append({"layer": index + 1, "rows": rows, "kernel": engine.kernel_kind(index),
                             "ms": seconds * 1e3, "floor_ms": floor * 1e3,
-                            "floor_fraction": floor / seconds})
+                            "floor_fraction": floor / seconds, "copy_ms": copy * 1e3,
+                            "copy_fraction": copy / seconds})
             break
     finally:
         engine.graphs, engine.march = graphs, march
     return out
 
 
-def busy_floor_fraction(profile: list[dict], rows: int) -> float | None:
-    """Return the lowest floor fraction over the layers with many active rows."""
-    busy = [p["floor_fraction"] for p in profile if p["rows"] >= BUSY_SHARE * rows]
+def copy_seconds(cp, moved: int, head_start) -> float:
+    """Return the time of the copy that copy_bandwidth times, moving `moved` bytes (half
+    read, half written): what one kernel moving a layer's bytes costs at least, fixed costs
+    of a small kernel included."""
+    count = max(1, moved // 8)
+    source, target = cp.ones(count, cp.float32), cp.empty(count, cp.float32)
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    head_start.fill(0)
+    start.record()
+    target[...] = source
+    end.record()
+    end.synchronize()
+    return cp.cuda.get_elapsed_time(start, end) / 1e3
+
+
+def busy_floor_fraction(profile: list[dict], rows: int, key: str = "floor_fraction") -> float | None:
+    """Return the lowest floor fraction (or `key`) over the layers with many active rows."""
+    busy = [p[key] for p in profile if p["rows"] >= BUSY_SHARE * rows]
     return min(busy) if busy else None
 
 
@@ -267,8 +285,9 @@ def main() -> int:
         live_nnz = int(loaded.indptr[-1].get())
         profile = profile_layers(engine, loaded, max(depths), bandwidth, live_nnz)
         launch_seconds = launch_overhead(engine, loaded, max(depths))
-        log(f"N={neurons}: layers (ms, floor fraction, kernel): "
-            + ", ".join(f"{p['ms']:.3f} ({p['floor_fraction']:.2f} {p['kernel']})"
+        log(f"N={neurons}: layers (ms, floor fraction, copy fraction, kernel): "
+            + ", ".join(f"{p['ms']:.3f} ({p['floor_fraction']:.2f} {p['copy_fraction']:.2f} "
+                        f"{p['kernel']})"
                         for p in profile)
             + f"; host per layer {launch_seconds['first_pass'] * 1e6:.1f} us first pass, "
             f"{launch_seconds['replayed'] * 1e6:.1f} us replayed")
@@ -297,6 +316,7 @@ def main() -> int:
                 "profile": profile, "launch_seconds_per_layer": launch_seconds["replayed"],
                 "launch_seconds_per_layer_first_pass": launch_seconds["first_pass"],
                 "busy_floor_fraction": busy_floor_fraction(profile, args.rows),
+                "busy_copy_fraction": busy_floor_fraction(profile, args.rows, "copy_fraction"),
             }
             if not args.no_baseline:
                 base = baseline(cp, network, features, depth, args.baseline_seconds,
