@@ -95,6 +95,7 @@ def run_layers(engine: Engine, rows, depth: int):
             rows = engine.merge_duplicates(rows)  # identical rows are computed once
             if engine.counts(rows)[1] == before:
                 look_again_at = index + MERGE_BACKOFF_LAYERS
+            done = settled is not None and settled(rows, index)   # the merge read fresh counts
         per_layer.append(counts_later(rows))
         if done:
             break

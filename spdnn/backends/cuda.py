@@ -225,6 +225,10 @@ class Batch:
     """Layers launched so far: a graph launches several ahead of the layer loop."""
     landed: int = 0
     final_history: np.ndarray | None = None
+    read: tuple[int, np.ndarray] | None = None
+    """(layers done, history) as last read from the device, while no launch can change it."""
+    empty: bool = False
+    """Whether a read found no active row left (counts only fall: it stays so)."""
 
     @property
     def history(self):
@@ -715,7 +719,7 @@ class CudaEngine:
         end = min(batch.depth, (index // MERGE_INTERVAL + 1) * MERGE_INTERVAL)
         if not all(self.layers[i].resident for i in range(index, end)):
             return 0
-        return end if int(batch.history[4 * index].get()) <= MARCH_ROWS else 0
+        return end if int(self._read(batch)[index, 0]) <= MARCH_ROWS else 0
 
     def _march(self, batch: Batch, first: int, end: int) -> None:
         """Launch the march kernel over layers [first, end) for the batch's active rows."""
@@ -780,7 +784,7 @@ class CudaEngine:
         cp = self.cp
         import cupyx
 
-        count = int(batch.history[batch.done * 4].get())
+        count = int(self._read(batch)[batch.done, 0])
         if count < 2 or batch.done == 0:
             return batch
         width = self.layers[batch.done - 1].outputs
@@ -811,13 +815,23 @@ class CudaEngine:
         kept = slots[~merged]
         batch.active[:kept.size] = kept
         batch.history[batch.done * 4] = kept.size
+        batch.read = None
         return batch
 
     def _history(self, batch: Batch) -> np.ndarray:
         return batch.history.get().reshape(-1, 4)
 
+    def _read(self, batch: Batch) -> np.ndarray:
+        """Return the history, read once per number of layers done: the read waits for
+        those layers, and no later kernel writes their rows (a merge clears the read)."""
+        if batch.read is None or batch.read[0] != batch.done:
+            batch.read = (batch.done, self._history(batch))
+        history = batch.read[1]
+        batch.empty = batch.empty or history[batch.done, 0] == 0
+        return history
+
     def counts(self, batch: Batch) -> tuple[int, int]:
-        return self._counts_from(self._history(batch), batch.done)
+        return self._counts_from(self._read(batch), batch.done)
 
     @staticmethod
     def _counts_from(history: np.ndarray, done: int) -> tuple[int, int]:
@@ -849,18 +863,22 @@ class CudaEngine:
         """
         while batch.landed < batch.done - 1 and batch.seen[batch.landed + 1] >= 0:
             batch.landed += 1
-        return batch.seen[batch.landed] == 0
+        return batch.empty or batch.seen[batch.landed] == 0
 
     def categories(self, batch: Batch) -> np.ndarray:
         """Return the batch's categories: its images whose rows are active or retired."""
         cp = self.cp
         alive, found = batch.state["alive"], batch.state["found"]
         slots, images = batch.retired.size, batch.images.size
-        cp.cuda.runtime.memcpyAsync(alive.data.ptr, batch.retired.data.ptr, slots,
-                                    cp.cuda.runtime.memcpyDeviceToDevice,
-                                    cp.cuda.get_current_stream().ptr)
-        kernel("batch.cu", "mark_active")((self._small_grid(slots),), (SMALL_THREADS,),
-                                          (batch.history[batch.done * 4:], batch.active, alive))
+        if batch.empty:             # no active row left: the retired ones are all there is
+            alive = batch.retired
+        else:
+            cp.cuda.runtime.memcpyAsync(alive.data.ptr, batch.retired.data.ptr, slots,
+                                        cp.cuda.runtime.memcpyDeviceToDevice,
+                                        cp.cuda.get_current_stream().ptr)
+            kernel("batch.cu", "mark_active")((self._small_grid(slots),), (SMALL_THREADS,),
+                                              (batch.history[batch.done * 4:], batch.active,
+                                               alive))
         kernel("batch.cu", "alive_images")((self._small_grid(images),), (SMALL_THREADS,),
                                            (batch.which, np.int32(images), alive, found))
         flags = found[:images].get().view(bool)
