@@ -71,6 +71,8 @@ WARM_UP_ROWS = 8
 WARM_UP_MERGE_ROWS = 65536
 SMALL_THREADS = 256
 """Threads per block of the batch bookkeeping kernels."""
+LIST_THREADS = 1024
+"""Threads of the one block that lists a batch's categories (kernels/batch.cu)."""
 PATTERN_THREADS = 512
 FIRST_THREADS = 512
 FIRST_SHARED_BYTES = 24 * 1024
@@ -182,6 +184,8 @@ class BatchPlace:
     """Per layer: 1 where an all-YMAX row stays so through every later layer of the run."""
     seen: np.ndarray
     """Mapped host memory: each layer's kernel writes its input count here (-1 before)."""
+    listed: np.ndarray
+    """Mapped host memory: the batch's categories (their number, then their positions)."""
     retire_depth: int = -1
     graphs: dict = field(default_factory=dict)
     """(first layer, end) -> the captured graph of those layers."""
@@ -415,8 +419,7 @@ class CudaEngine:
                 "retired": cp.zeros(slots, cp.uint8), "slot_stats": cp.zeros(2 * slots, cp.int32),
                 "tile_done": cp.zeros(slots, cp.int32), "staged": cp.zeros(slots, cp.int32),
                 "which": cp.zeros(slots, cp.int32), "alive": cp.zeros(slots, cp.uint8),
-                "march_done": cp.zeros(1, cp.int32),
-                "found": cp.zeros(slots, cp.uint8)}
+                "march_done": cp.zeros(1, cp.int32)}
 
     # ------------------------------------------------------------------ the layer kernel
 
@@ -634,7 +637,8 @@ class CudaEngine:
             if place is None:
                 place = features.places[start] = BatchPlace(
                     cp.zeros((len(self.layers) + 1) * 4, cp.int32),
-                    cp.zeros(max(1, len(self.layers)), cp.int32), self._mapped(len(self.layers) + 1))
+                    cp.zeros(max(1, len(self.layers)), cp.int32), self._mapped(len(self.layers) + 1),
+                    self._mapped(features.batch_rows + 1))
             if place.retire_depth != depth:
                 place.retire.set(retire)
                 place.retire_depth = depth
@@ -868,7 +872,7 @@ class CudaEngine:
     def categories(self, batch: Batch) -> np.ndarray:
         """Return the batch's categories: its images whose rows are active or retired."""
         cp = self.cp
-        alive, found = batch.state["alive"], batch.state["found"]
+        alive = batch.state["alive"]
         slots, images = batch.retired.size, batch.images.size
         if batch.empty:             # no active row left: the retired ones are all there is
             alive = batch.retired
@@ -879,10 +883,12 @@ class CudaEngine:
             kernel("batch.cu", "mark_active")((self._small_grid(slots),), (SMALL_THREADS,),
                                               (batch.history[batch.done * 4:], batch.active,
                                                alive))
-        kernel("batch.cu", "alive_images")((self._small_grid(images),), (SMALL_THREADS,),
-                                           (batch.which, np.int32(images), alive, found))
-        flags = found[:images].get().view(bool)
-        return batch.images[flags] + 1          # a batch's images ascend: no sort
+        listed = batch.place.listed
+        kernel("batch.cu", "category_list", LIST_THREADS=LIST_THREADS)((1,), (LIST_THREADS,),
+                                            (batch.which, np.int32(images), alive,
+                                             np.uint64(listed.ctypes.data)))
+        self.synchronize()                      # the list is in host memory now
+        return batch.images[listed[1:1 + listed[0]]] + 1     # ascending, as the images
 
     def _small_grid(self, items: int) -> int:
         return max(1, min(-(-items // SMALL_THREADS), 4 * self.multiprocessors))

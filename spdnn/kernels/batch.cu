@@ -32,10 +32,44 @@ extern "C" __global__ void mark_active(const int* __restrict__ history_out,
         alive[active[i]] = 1;
 }
 
-// found[i] = whether image i's row (slot which[i]) is a category.
-extern "C" __global__ void alive_images(const int* __restrict__ which, int images,
-                                        const unsigned char* __restrict__ alive,
-                                        unsigned char* __restrict__ found) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < images; i += gridDim.x * blockDim.x)
-        found[i] = alive[which[i]];
+#define FULL_MASK 0xffffffffu
+#ifndef LIST_THREADS
+#define LIST_THREADS 1024
+#endif
+
+// The batch's categories in ascending order: list[1 ...] gets each image i < images whose
+// row (slot which[i]) is alive, list[0] their number. `list` may be host memory mapped for
+// the device: the host reads it after one stream sync, no copy. One block: each thread
+// takes a run of consecutive images and counts its categories, the block scans the counts,
+// then each thread writes its own at their place.
+extern "C" __global__ void __launch_bounds__(LIST_THREADS)
+category_list(const int* __restrict__ which, int images, const unsigned char* __restrict__ alive,
+              int* __restrict__ list) {
+    __shared__ int before_warp[LIST_THREADS / 32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int per = (images + LIST_THREADS - 1) / LIST_THREADS;
+    const int begin = min(images, threadIdx.x * per), end = min(images, begin + per);
+    int mine = 0;
+    for (int i = begin; i < end; ++i) mine += alive[which[i]] != 0;
+    int upto = mine;                                   // inclusive scan within the warp
+    for (int offset = 1; offset < 32; offset *= 2) {
+        const int other = __shfl_up_sync(FULL_MASK, upto, offset);
+        if (lane >= offset) upto += other;
+    }
+    if (lane == 31) before_warp[warp] = upto;
+    __syncthreads();
+    if (warp == 0) {                                   // scan the warps' totals
+        const int total = lane < LIST_THREADS / 32 ? before_warp[lane] : 0;
+        int sum = total;
+        for (int offset = 1; offset < 32; offset *= 2) {
+            const int other = __shfl_up_sync(FULL_MASK, sum, offset);
+            if (lane >= offset) sum += other;
+        }
+        if (lane < LIST_THREADS / 32) before_warp[lane] = sum - total;
+        if (lane == 31) list[0] = sum;
+    }
+    __syncthreads();
+    int at = 1 + before_warp[warp] + upto - mine;
+    for (int i = begin; i < end; ++i)
+        if (alive[which[i]]) list[at++] = i;
 }
