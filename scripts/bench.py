@@ -105,8 +105,9 @@ def layer_floor_bytes(engine, history_rows: list[int], features_nnz: int, depth:
 def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: int) -> list[dict]:
     """Time the layers one by one (no merging, no graphs, no march) until none is left to
     compute: ms, rows, the kernel that ran, the fraction of the layer's bandwidth floor
-    reached, and the fraction of a copy moving the same bytes (copy_seconds). A copy queued before each layer keeps the GPU busy while the host launches
-    it, so that the events time the kernel, not the host."""
+    reached, and the fraction of a copy moving the same bytes (copy_seconds). A copy
+    queued before each layer keeps the GPU busy while the host launches it, so that the
+    events time the kernel, not the host."""
     cp = engine.cp
     head_start = cp.empty(1 << 26, cp.float32)       # 256 MB: ~0.2 ms of copying
     out = []

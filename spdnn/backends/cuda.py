@@ -230,7 +230,7 @@ class Batch:
     landed: int = 0
     final_history: np.ndarray | None = None
     read: tuple[int, np.ndarray] | None = None
-    """(layers done, history) as last read from the device, while no launch can change it."""
+    """(layers done, history) as last read: its rows up to `done` stay put (_read)."""
     empty: bool = False
     """Whether a read found no active row left (counts only fall: it stays so)."""
 
