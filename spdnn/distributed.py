@@ -45,6 +45,10 @@ CHUNK_BYTES = 1 << 30
 
 INPUT_ERROR, INTERNAL_ERROR = 2, 1
 """Exit codes of a failed job: bad input, or anything else."""
+ABORT_GRACE_SECONDS = 0.5
+"""Pause between a rank's last message and MPI_Abort: the launcher forwards a rank's
+stderr asynchronously, and an abort right after the write can lose the message (seen
+once in CI with MPICH's mpiexec)."""
 
 
 def _integer(text: str | None) -> int:
@@ -181,6 +185,7 @@ class Job:
                   "job", file=sys.stderr)
             traceback.print_exc()
             sys.stderr.flush()
+            time.sleep(ABORT_GRACE_SECONDS)    # let the launcher forward the message
             self.world.Abort(INTERNAL_ERROR)
 
     def make_engine(self, backend: str, threads: int | None):
