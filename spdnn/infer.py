@@ -81,7 +81,7 @@ def run_layers(engine: Engine, rows, depth: int):
     layer, each a pair or, on engines that read them later, a function giving the pair."""
     counts_later = getattr(engine, "counts_later", engine.counts)
     merge_due = getattr(engine, "merge_due", lambda rows, index: True)
-    settled = getattr(engine, "settled", None)
+    settled = getattr(engine, "settled", lambda rows, index: False)
     look_again_at = 0
     per_layer = []
     for index in range(depth):
@@ -89,13 +89,13 @@ def run_layers(engine: Engine, rows, depth: int):
         rows = engine.prune(rows)                 # rows that became all zero leave the work
         # only rows that every later layer keeps all YMAX are left: nothing changes, and
         # nothing is left to merge
-        done = settled is not None and settled(rows, index)
+        done = settled(rows, index)
         if not done and index >= look_again_at and merge_due(rows, index):
             before = engine.counts(rows)[1]
             rows = engine.merge_duplicates(rows)  # identical rows are computed once
             if engine.counts(rows)[1] == before:
                 look_again_at = index + MERGE_BACKOFF_LAYERS
-            done = settled is not None and settled(rows, index)   # the merge read fresh counts
+            done = settled(rows, index)   # the merge read fresh counts
         per_layer.append(counts_later(rows))
         if done:
             break
