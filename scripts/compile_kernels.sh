@@ -2,7 +2,8 @@
 # Compile every CUDA kernel file with nvcc for the GPUs spdnn supports (no GPU needed):
 #   bash scripts/compile_kernels.sh
 # At run time CuPy compiles the same files through NVRTC with -D options choosing a
-# variant; the variants below cover each option's values at least once.
+# variant; the variants below cover each option's values at least once, and each file is
+# also built as NVRTC gets it, headers pasted in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,5 +49,12 @@ for source in spdnn/kernels/*.cu; do
             count=$((count + 1))
         done
     done
+done
+# the text NVRTC gets at run time: each file with its headers pasted in (cuda.kernel_source)
+for source in spdnn/kernels/*.cu; do
+    PYTHONPATH=$PWD python3 -c 'import sys; from spdnn.backends.cuda import kernel_source
+print(kernel_source(sys.argv[1]))' "$(basename "$source")" > "$out/pasted.cu"
+    "$NVCC" -c -arch=sm_90 -Werror all-warnings "$out/pasted.cu" -o "$out/k.o"
+    count=$((count + 1))
 done
 echo "compile_kernels: $count builds of $(ls spdnn/kernels/*.cu | wc -l) files OK (sm_${ARCHS[*]})"

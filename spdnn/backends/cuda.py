@@ -90,11 +90,18 @@ def _cupy():
 _functions: dict = {}
 
 
-def kernel_source(file: str) -> str:
-    """Return kernels/`file` with its local `#include "x.cuh"` lines replaced by the files,
-    so that the text CuPy caches on covers everything the kernel is built from."""
+def kernel_source(file: str, pasted: set[str] | None = None) -> str:
+    """Return kernels/`file` with its local `#include "x.cuh"` lines replaced by the files
+    (each once, as `#pragma once` would), so that the text CuPy caches on covers everything
+    the kernel is built from."""
+    pasted = set() if pasted is None else pasted
+
     def paste(match: re.Match) -> str:
-        return kernel_source(match.group(1)).replace("#pragma once", "")
+        header = match.group(1)
+        if header in pasted:
+            return ""
+        pasted.add(header)
+        return kernel_source(header, pasted).replace("#pragma once", "")
 
     return re.sub(r'^#include "([\w.]+)"$', paste, (KERNELS / file).read_text(), flags=re.MULTILINE)
 

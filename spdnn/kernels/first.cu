@@ -109,9 +109,9 @@ first_layer(const long long* __restrict__ x_ptr, const int* __restrict__ x_col,
         __syncthreads();
         if (threadIdx.x < 32) {
             const int rows = min(GROUPS, hi - first);
-            tally_rows(tally, lane < rows, lane < rows ? row_slot[lane] : 0,
-                       lane < rows ? row_nonzero[lane] : 0, lane < rows ? row_saturated[lane] : 0,
-                       outputs, retire, multiplicity, retired, staged + lo);
+            account_rows(lane < rows, lane < rows ? row_slot[lane] : 0,
+                         lane < rows ? row_nonzero[lane] : 0, lane < rows ? row_saturated[lane] : 0,
+                         outputs, retire, multiplicity, retired, tally.counts, staged + lo);
         }
     }
     publish_rows(tally, staged + lo, active_out, history + 4 * (layer_index + 1));

@@ -137,35 +137,6 @@ __device__ __forceinline__ void add_columns(float* acc, const int* column, const
                                   row, c0, span);
 }
 
-// Rows whose outputs are complete: drop the dead, retire the saturated, keep the rest.
-// Called by warp 0 with lane < ROWS holding one row each (`live` false for the others).
-__device__ void finish_rows(bool live, int slot, int nonzero, int saturated, int outputs,
-                            int retire, const int* multiplicity, unsigned char* retired,
-                            int* active_out, int* history_out) {
-    const int lane = threadIdx.x & 31;
-    const Fate fate = row_fate(live, slot, nonzero, saturated, outputs, retire, multiplicity);
-    const bool keep = fate.keep, retiring = fate.retiring;
-    const unsigned kept = __ballot_sync(FULL_MASK, keep);
-    const unsigned gone = __ballot_sync(FULL_MASK, retiring);
-    int kept_images = keep ? fate.images : 0, retired_images = retiring ? fate.images : 0;
-    for (int offset = 16; offset > 0; offset /= 2) {
-        kept_images += __shfl_xor_sync(FULL_MASK, kept_images, offset);
-        retired_images += __shfl_xor_sync(FULL_MASK, retired_images, offset);
-    }
-    int base = 0;
-    if (lane == 0 && kept) {
-        base = atomicAdd(&history_out[0], __popc(kept));
-        atomicAdd(&history_out[1], kept_images);
-    }
-    if (lane == 0 && gone) {
-        atomicAdd(&history_out[2], __popc(gone));
-        atomicAdd(&history_out[3], retired_images);
-    }
-    base = __shfl_sync(FULL_MASK, base, 0);
-    if (keep) active_out[base + __popc(kept & ((1u << lane) - 1))] = slot;
-    if (retiring) retired[slot] = 1;
-}
-
 // After a block has computed its share of the outputs of `rows` rows, finish the rows
 // once every block working on them is done. With one share per row the block finishes
 // them at once; otherwise shares add their counts in `slot_stats` and the last one to
@@ -198,8 +169,8 @@ __device__ void close_rows(int shares, int work_tile, int rows, const int* row_s
         saturated = row_saturated[t];
     }
     if (t < 32)
-        finish_rows(t < rows, t < rows ? row_slot[t] : 0, nonzero, saturated, outputs, retire,
-                    multiplicity, retired, active_out, history_out);
+        account_rows(t < rows, t < rows ? row_slot[t] : 0, nonzero, saturated, outputs, retire,
+                     multiplicity, retired, history_out, active_out);
 }
 
 #define FILL_BATCH 4          // tile elements a thread loads before storing any
@@ -305,10 +276,7 @@ layer(const float* __restrict__ y_in, const long long* __restrict__ x_ptr,
                 count = (int)(x_ptr[slot + 1] - row_first[t]);
             }
 #endif
-            for (int offset = 1; offset < 32; offset *= 2) {     // inclusive scan of counts
-                const int before = __shfl_up_sync(FULL_MASK, count, offset);
-                if (t >= offset) count += before;
-            }
+            count = warp_inclusive_sum(count);
             if (t < ROWS) {
                 row_slot[t] = slot;
                 row_nonzero[t] = 0;

@@ -106,10 +106,8 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
                 nonzero += y > 0.0f;
                 saturated += y == ymax;
             }
-            for (int offset = 16; offset > 0; offset /= 2) {
-                nonzero += __shfl_xor_sync(FULL_MASK, nonzero, offset);
-                saturated += __shfl_xor_sync(FULL_MASK, saturated, offset);
-            }
+            nonzero = warp_sum(nonzero);
+            saturated = warp_sum(saturated);
             if ((t & 31) == 0) {
                 atomicAdd(&row_nonzero[group][cur], nonzero);
                 atomicAdd(&row_saturated[group][cur], saturated);

@@ -144,9 +144,9 @@ pattern_layer(const float* __restrict__ y_in, float* __restrict__ y_out,
         for (int r0 = warp * 32; r0 < rows; r0 += THREADS) {
             const int r = r0 + lane;
             const bool live = r < rows;
-            tally_rows(tally, live, live ? active_in[first + r] : 0, live ? counts[r] : 0,
-                       live ? counts[CHUNK + r] : 0, outputs, retire, multiplicity, retired,
-                       staged + lo);
+            account_rows(live, live ? active_in[first + r] : 0, live ? counts[r] : 0,
+                         live ? counts[CHUNK + r] : 0, outputs, retire, multiplicity, retired,
+                         tally.counts, staged + lo);
         }
     }
     publish_rows(tally, staged + lo, active_out, history + 4 * (layer_index + 1));

@@ -4,7 +4,7 @@
 // one row (or one pair of rows). Built at run time by CuPy (NVRTC); compiles standalone
 // with `nvcc -c`.
 
-#define FULL_MASK 0xffffffffu
+#include "warp.cuh"
 
 __device__ __forceinline__ unsigned long long mix(unsigned long long x) {
     // splitmix64's finaliser

@@ -9,21 +9,11 @@
 
 #pragma once
 
-#define FULL_MASK 0xffffffffu
+#include "warp.cuh"
 
 __device__ __forceinline__ float activate(float z, float bias, float ymax) {
     // the challenge's rule: bias only where the product is non-zero, then ReLU and clamp
     return z == 0.0f ? 0.0f : fminf(fmaxf(__fadd_rn(z, bias), 0.0f), ymax);
-}
-
-// The sum of `value` over the 32 lanes of a full warp, in every lane.
-__device__ __forceinline__ int warp_sum(int value) {
-#if __CUDA_ARCH__ >= 800
-    return __reduce_add_sync(FULL_MASK, value);
-#else
-    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(FULL_MASK, value, offset);
-    return value;
-#endif
 }
 
 struct Fate {
@@ -42,12 +32,40 @@ __device__ __forceinline__ Fate row_fate(bool live, int slot, int nonzero, int s
     return fate;
 }
 
+// Record the fate of up to 32 rows, one per lane of the calling warp (lanes with `live`
+// false hold none): counts[0 .. 3] gain the kept slots, their images, the retired slots,
+// their images, and each kept slot goes to list[its place among counts[0]]. Every lane of
+// the warp calls it.
+__device__ __forceinline__ void account_rows(bool live, int slot, int nonzero, int saturated,
+                                             int outputs, int retire, const int* multiplicity,
+                                             unsigned char* retired, int* counts, int* list) {
+    const int lane = threadIdx.x & 31;
+    const Fate fate = row_fate(live, slot, nonzero, saturated, outputs, retire, multiplicity);
+    const unsigned kept = __ballot_sync(FULL_MASK, fate.keep);
+    const unsigned gone = __ballot_sync(FULL_MASK, fate.retiring);
+    const int kept_images = warp_sum(fate.keep ? fate.images : 0);
+    const int retired_images = warp_sum(fate.retiring ? fate.images : 0);
+    int base = 0;
+    if (lane == 0 && kept) {
+        base = atomicAdd(&counts[0], __popc(kept));
+        atomicAdd(&counts[1], kept_images);
+    }
+    if (lane == 0 && gone) {
+        atomicAdd(&counts[2], __popc(gone));
+        atomicAdd(&counts[3], retired_images);
+    }
+    base = __shfl_sync(FULL_MASK, base, 0);
+    if (fate.keep) list[base + __popc(kept & ((1u << lane) - 1))] = slot;
+    if (fate.retiring) retired[slot] = 1;
+}
+
 // A block's account of the rows it finished, in shared memory. Each block of a kernel
 // that uses it owns the active rows [lo, hi) of its layer and stages the slots it keeps
-// at staged[lo ...]; `publish_rows` then claims their place in the next active list with
-// one atomic per block instead of one per row or per warp.
+// at staged[lo ...] (account_rows with tally.counts); `publish_rows` then claims their
+// place in the next active list with one atomic per block instead of one per row or warp.
 struct RowTally {
-    int kept, kept_images, retired, retired_images, base;
+    int counts[4];    // kept slots, their images, retired slots, their images
+    int base;         // where the kept slots go in the next active list
 };
 
 __device__ __forceinline__ void block_rows(int n, int& lo, int& hi) {
@@ -55,37 +73,8 @@ __device__ __forceinline__ void block_rows(int n, int& lo, int& hi) {
     hi = (int)((long long)n * (blockIdx.x + 1) / gridDim.x);
 }
 
-// Record the fate of up to 32 rows, one per lane of the calling warp (lanes with `live`
-// false hold none). Every lane of the warp calls it.
-__device__ __forceinline__ void tally_rows(RowTally& tally, bool live, int slot, int nonzero,
-                                           int saturated, int outputs, int retire,
-                                           const int* multiplicity, unsigned char* retired,
-                                           int* staged) {
-    const int lane = threadIdx.x & 31;
-    const Fate fate = row_fate(live, slot, nonzero, saturated, outputs, retire, multiplicity);
-    const unsigned kept = __ballot_sync(FULL_MASK, fate.keep);
-    const unsigned gone = __ballot_sync(FULL_MASK, fate.retiring);
-    int kept_images = fate.keep ? fate.images : 0, retired_images = fate.retiring ? fate.images : 0;
-    for (int offset = 16; offset > 0; offset /= 2) {
-        kept_images += __shfl_xor_sync(FULL_MASK, kept_images, offset);
-        retired_images += __shfl_xor_sync(FULL_MASK, retired_images, offset);
-    }
-    int base = 0;
-    if (lane == 0 && kept) {
-        base = atomicAdd(&tally.kept, __popc(kept));
-        atomicAdd(&tally.kept_images, kept_images);
-    }
-    if (lane == 0 && gone) {
-        atomicAdd(&tally.retired, __popc(gone));
-        atomicAdd(&tally.retired_images, retired_images);
-    }
-    base = __shfl_sync(FULL_MASK, base, 0);
-    if (fate.keep) staged[base + __popc(kept & ((1u << lane) - 1))] = slot;
-    if (fate.retiring) retired[slot] = 1;
-}
-
 __device__ __forceinline__ void start_tally(RowTally& tally) {
-    if (threadIdx.x == 0) tally.kept = tally.kept_images = tally.retired = tally.retired_images = 0;
+    if (threadIdx.x < 4) tally.counts[threadIdx.x] = 0;
 }
 
 // Once every row of the block is tallied: add the block's counts to history_out (active
@@ -94,14 +83,10 @@ __device__ __forceinline__ void start_tally(RowTally& tally) {
 __device__ __forceinline__ void publish_rows(RowTally& tally, const int* staged, int* active_out,
                                              int* history_out) {
     __syncthreads();
-    if (threadIdx.x == 0) {
-        tally.base = tally.kept ? atomicAdd(&history_out[0], tally.kept) : 0;
-        if (tally.kept_images) atomicAdd(&history_out[1], tally.kept_images);
-        if (tally.retired) {
-            atomicAdd(&history_out[2], tally.retired);
-            atomicAdd(&history_out[3], tally.retired_images);
-        }
-    }
+    const int kept = tally.counts[0];
+    if (threadIdx.x == 0) tally.base = kept ? atomicAdd(&history_out[0], kept) : 0;
+    if (threadIdx.x > 0 && threadIdx.x < 4 && tally.counts[threadIdx.x])
+        atomicAdd(&history_out[threadIdx.x], tally.counts[threadIdx.x]);
     __syncthreads();
-    for (int i = threadIdx.x; i < tally.kept; i += blockDim.x) active_out[tally.base + i] = staged[i];
+    for (int i = threadIdx.x; i < kept; i += blockDim.x) active_out[tally.base + i] = staged[i];
 }
