@@ -3,6 +3,8 @@
 //
 // Built at run time by CuPy (NVRTC); compiles standalone with `nvcc -c`.
 
+#include "warp.cuh"
+
 // Make slots 0 .. count-1 the batch's fresh active rows: slot s holds image s once, no row
 // retired, and the history says `count` rows (and images) go into layer 1.
 extern "C" __global__ void start_batch(int count, int* __restrict__ history, int history_size,
@@ -32,44 +34,65 @@ extern "C" __global__ void mark_active(const int* __restrict__ history_out,
         alive[active[i]] = 1;
 }
 
-#define FULL_MASK 0xffffffffu
 #ifndef LIST_THREADS
-#define LIST_THREADS 1024
+#define LIST_THREADS 1024     // at most 1024: warp 0 scans one total per warp
 #endif
+#define LIST_WARPS (LIST_THREADS / 32)
+#define LIST_STEPS 64         // 32-image steps a warp takes per round (their ballots in shared memory)
+#define LIST_UNROLL 8         // steps whose loads are in flight together
 
 // The batch's categories in ascending order: list[1 ...] gets each image i < images whose
 // row (slot which[i]) is alive, list[0] their number. `list` may be host memory mapped for
-// the device: the host reads it after one stream sync, no copy. One block: each thread
-// takes a run of consecutive images and counts its categories, the block scans the counts,
-// then each thread writes its own at their place.
+// the device: the host reads it after one stream sync, no copy. One block, in rounds of
+// LIST_THREADS x LIST_STEPS images (one round for 65536 images with the defaults): each
+// warp takes LIST_STEPS x 32 consecutive images, one per lane at each step (coalesced
+// loads, LIST_UNROLL steps in flight at once), and keeps each step's ballot of alive
+// images in shared memory; warp 0 scans the warps' totals, then each warp writes its
+// images at their place, in order.
 extern "C" __global__ void __launch_bounds__(LIST_THREADS)
 category_list(const int* __restrict__ which, int images, const unsigned char* __restrict__ alive,
               int* __restrict__ list) {
-    __shared__ int before_warp[LIST_THREADS / 32];
+    __shared__ unsigned ballots[LIST_WARPS][LIST_STEPS];
+    __shared__ int before_warp[LIST_WARPS + 1];      // exclusive scan of the warps' totals, then the round's
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int per = (images + LIST_THREADS - 1) / LIST_THREADS;
-    const int begin = min(images, threadIdx.x * per), end = min(images, begin + per);
-    int mine = 0;
-    for (int i = begin; i < end; ++i) mine += alive[which[i]] != 0;
-    int upto = mine;                                   // inclusive scan within the warp
-    for (int offset = 1; offset < 32; offset *= 2) {
-        const int other = __shfl_up_sync(FULL_MASK, upto, offset);
-        if (lane >= offset) upto += other;
-    }
-    if (lane == 31) before_warp[warp] = upto;
-    __syncthreads();
-    if (warp == 0) {                                   // scan the warps' totals
-        const int total = lane < LIST_THREADS / 32 ? before_warp[lane] : 0;
-        int sum = total;
-        for (int offset = 1; offset < 32; offset *= 2) {
-            const int other = __shfl_up_sync(FULL_MASK, sum, offset);
-            if (lane >= offset) sum += other;
+    int listed = 0;                                   // categories listed in earlier rounds
+    for (int round = 0; round < images; round += LIST_THREADS * LIST_STEPS) {
+        const int first = round + warp * LIST_STEPS * 32;
+        int found = 0;
+        for (int s0 = 0; s0 < LIST_STEPS; s0 += LIST_UNROLL) {
+            int slot[LIST_UNROLL];
+#pragma unroll
+            for (int u = 0; u < LIST_UNROLL; ++u) {
+                const int i = first + (s0 + u) * 32 + lane;
+                slot[u] = i < images ? which[i] : -1;
+            }
+            bool on[LIST_UNROLL];
+#pragma unroll
+            for (int u = 0; u < LIST_UNROLL; ++u) on[u] = slot[u] >= 0 && alive[slot[u]] != 0;
+#pragma unroll
+            for (int u = 0; u < LIST_UNROLL; ++u) {
+                const unsigned ballot = __ballot_sync(FULL_MASK, on[u]);
+                if (lane == 0) ballots[warp][s0 + u] = ballot;
+                found += __popc(ballot);
+            }
         }
-        if (lane < LIST_THREADS / 32) before_warp[lane] = sum - total;
-        if (lane == 31) list[0] = sum;
+        if (lane == 0) before_warp[warp] = found;
+        __syncthreads();
+        if (warp == 0) {
+            const int total = lane < LIST_WARPS ? before_warp[lane] : 0;
+            const int upto = warp_inclusive_sum(total);
+            if (lane < LIST_WARPS) before_warp[lane] = upto - total;
+            if (lane == 31) before_warp[LIST_WARPS] = upto;
+        }
+        __syncthreads();
+        int at = 1 + listed + before_warp[warp];
+        for (int s = 0; s < LIST_STEPS; ++s) {
+            const unsigned ballot = ballots[warp][s];
+            if ((ballot >> lane) & 1) list[at + __popc(ballot & ((1u << lane) - 1))] = first + s * 32 + lane;
+            at += __popc(ballot);
+        }
+        listed += before_warp[LIST_WARPS];
+        __syncthreads();                              // before the next round reuses the shared arrays
     }
-    __syncthreads();
-    int at = 1 + before_warp[warp] + upto - mine;
-    for (int i = begin; i < end; ++i)
-        if (alive[which[i]]) list[at++] = i;
+    if (threadIdx.x == 0) list[0] = listed;
 }
