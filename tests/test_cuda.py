@@ -64,6 +64,15 @@ def test_counting_first_layer_and_pattern_layers_match_the_cpu(rng):
     engine = CudaEngine()
     assert_same(network, features, engine)
     assert kinds(engine, 10) == ["first"] + ["pattern"] * 7 + ["tile"] * 2
+    assert engine.feature_index.itemsize == 2
+
+
+def test_networks_wider_than_16_bit_indices_match_the_cpu(rng):
+    neurons = (1 << 16) + 37         # feature and weight indices take 32 bits
+    network = random_network(rng, neurons, 2, -0.5, per_column=(1, 4))
+    engine = CudaEngine()
+    assert_same(network, random_features(rng, 60, neurons, density=0.01), engine)
+    assert engine.feature_index.itemsize == 4
 
 
 def test_fast_kernels_step_aside_where_their_conditions_fail(rng):

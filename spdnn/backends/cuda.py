@@ -317,6 +317,8 @@ class CudaEngine:
         self._features = None
         self._plans = {}
         self.bias = np.float32(network.bias)
+        self.feature_index = np.dtype(np.uint16 if network.neurons <= 1 << 16 else np.int32)
+        """The features' column indices on the GPU (kernels/features.cuh)."""
         self.layers = []
         budget = self._free_bytes() * WEIGHT_MEMORY_FRACTION
         for layout in layer_layouts(network, self.tile_floats, threads=self.threads):
@@ -471,7 +473,8 @@ class CudaEngine:
                 function = kernel("layer.cu", "layer", ROWS=layer.rows, THREADS=layer.threads,
                                   COLS=COLUMNS_PER_THREAD, SPARSE_INPUT=int(sparse),
                                   CONST_WEIGHT=int(layout.values is None),
-                                  INDEX_BYTES=layout.index.dtype.itemsize)
+                                  INDEX_BYTES=layout.index.dtype.itemsize,
+                                  FEATURE_INDEX_BYTES=self.feature_index.itemsize)
                 if layer.shared > 48 * 1024 and \
                         function.max_dynamic_shared_size_bytes < layer.shared:
                     function.max_dynamic_shared_size_bytes = layer.shared
@@ -488,7 +491,8 @@ class CudaEngine:
         groups = FIRST_THREADS // 32 // first.row_warps
         shared = groups * (outputs + 1) * 4
         function = kernel("first.cu", "first_layer", THREADS=FIRST_THREADS,
-                          ROW_WARPS=first.row_warps, FANOUT=layer.fanout.shape[1])
+                          ROW_WARPS=first.row_warps, FANOUT=layer.fanout.shape[1],
+                          FEATURE_INDEX_BYTES=self.feature_index.itemsize)
         if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
             function.max_dynamic_shared_size_bytes = shared
         return LayerPlan("first", function, self._blocks(function, FIRST_THREADS, shared),
@@ -527,9 +531,9 @@ class CudaEngine:
 
     @property
     def feature_bytes_per_entry(self) -> int:
-        """Return the bytes the first layer reads per feature non-zero (the counting kernel
-        reads no values)."""
-        return 4 if self._first is not None else 8
+        """Return the bytes the first layer reads per feature non-zero: its column index
+        and, except in the counting kernel, its value."""
+        return self.feature_index.itemsize + (0 if self._first is not None else 4)
 
     def _weight_args(self, layer: DeviceLayer, index_array, values) -> tuple:
         layout = layer.layout
@@ -574,7 +578,7 @@ class CudaEngine:
                    self._scratch_state(batch_rows))
         self._first = self._first_layer(rows.data, rows.nnz / max(1, live.size))
         loaded = Features(live, cp.asarray(rows.indptr.astype(np.int64)),
-                          cp.asarray(rows.indices.astype(np.int32)), cp.asarray(rows.data),
+                          cp.asarray(rows.indices.astype(self.feature_index)), cp.asarray(rows.data),
                           batch_rows, buffers)
         self._warm_up(loaded)
         if self.graphs:        # capture the graphs of the first layers, outside any timing

@@ -11,6 +11,7 @@
 // time, ROW_WARPS warps per row. Built at run time by CuPy (NVRTC) with -D options; the
 // defaults below let `nvcc -c` compile this file standalone.
 
+#include "features.cuh"
 #include "rows_fate.cuh"
 
 #ifndef THREADS
@@ -28,7 +29,7 @@
 #define UNROLL 4
 
 extern "C" __global__ void __launch_bounds__(THREADS, 2048 / THREADS)
-first_layer(const long long* __restrict__ x_ptr, const int* __restrict__ x_col,
+first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict__ x_col,
             float* __restrict__ y_out, const int* __restrict__ active_in,
             int* __restrict__ active_out, int* __restrict__ history, int layer_index,
             int* __restrict__ report, const int* __restrict__ multiplicity,
@@ -69,7 +70,7 @@ first_layer(const long long* __restrict__ x_ptr, const int* __restrict__ x_col,
 #pragma unroll
                 for (int u = 0; u < UNROLL; ++u) {
                     const long long e = e0 + u * ROW_THREADS;
-                    feature[u] = e < end ? __ldg(x_col + e) : -1;
+                    feature[u] = e < end ? (int)__ldg(x_col + e) : -1;
                 }
                 int column[UNROLL][FANOUT];
 #pragma unroll

@@ -24,6 +24,7 @@
 // Built at run time by CuPy (NVRTC) with -D options choosing the variant; the defaults
 // below let `nvcc -c` compile this file standalone.
 
+#include "features.cuh"
 #include "rows_fate.cuh"
 
 #ifndef ROWS
@@ -183,7 +184,7 @@ __device__ void close_rows(int shares, int work_tile, int rows, const int* row_s
 __device__ __forceinline__ void fill_tile(float* tile, int rows, const int* row_slot,
                                           const long long* row_first, const int* row_start,
                                           int c0, int c1, bool value, const float* y_in,
-                                          int inputs, const int* x_col, const float* x_val) {
+                                          int inputs, const feature_index* x_col, const float* x_val) {
 #if SPARSE_INPUT
     const int total = row_start[rows];
     for (int e0 = threadIdx.x; e0 < total; e0 += FILL_BATCH * THREADS) {
@@ -231,7 +232,7 @@ __device__ __forceinline__ void fill_tile(float* tile, int rows, const int* row_
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1024 / THREADS)
 layer(const float* __restrict__ y_in, const long long* __restrict__ x_ptr,
-      const int* __restrict__ x_col, const float* __restrict__ x_val, float* __restrict__ y_out,
+      const feature_index* __restrict__ x_col, const float* __restrict__ x_val, float* __restrict__ y_out,
       const int* __restrict__ active_in, int* __restrict__ active_out, int* __restrict__ history,
       int layer_index, int* __restrict__ report, const int* __restrict__ multiplicity,
       unsigned char* __restrict__ retired, int* __restrict__ slot_stats,
