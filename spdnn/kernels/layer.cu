@@ -138,32 +138,6 @@ __device__ __forceinline__ void add_columns(float* acc, const int* column, const
                                   row, c0, span);
 }
 
-#ifndef FILL_COST
-#define FILL_COST 4           // a tile element loaded costs about this many gathers of a step
-#endif
-
-// Into how many shares (work items of consecutive output steps) a tile's `steps` are cut:
-// the fewest that minimise the layer's span, the rounds of work items the grid takes
-// times the time of one item (its steps, plus loading the tile, counted in steps). With
-// 171 tiles on 132 blocks, for example, one share each leaves most blocks idle in the
-// second round; two shares each take three rounds of half the work.
-__device__ __forceinline__ int tile_shares(int tiles, int steps, int inputs, int width) {
-    const float fill = (float)inputs * FILL_COST / ((float)STEP * max(width, 1));
-    int best = 1;
-    float best_span = 0.0f;
-    for (int shares = 1; shares <= steps; ++shares) {
-        const int per = (steps + shares - 1) / shares;
-        if ((steps + per - 1) / per != shares) continue;     // some share would be empty
-        const long long items = (long long)tiles * shares;
-        const float span = (float)((items + gridDim.x - 1) / gridDim.x) * (per + fill);
-        if (shares == 1 || span < best_span) {
-            best = shares;
-            best_span = span;
-        }
-    }
-    return best;
-}
-
 // After a block has computed its share of the outputs of `rows` rows, finish the rows
 // once every block working on them is done. With one share per row the block finishes
 // them at once; otherwise shares add their counts in `slot_stats` and the last one to
@@ -280,7 +254,7 @@ layer(const float* __restrict__ y_in, const long long* __restrict__ x_ptr,
     const int passes = (inputs + chunk - 1) / chunk;
     const int steps = (outputs + STEP - 1) / STEP;
     // with several passes each share is one step, so every sum stays in its registers
-    const int shares = passes > 1 ? steps : tile_shares(tiles, steps, inputs, width);
+    const int shares = passes > 1 ? steps : max(1, min(steps, (int)gridDim.x / max(tiles, 1)));
     const int share_steps = (steps + shares - 1) / shares;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int group = lane / ROWS, row = lane % ROWS;
