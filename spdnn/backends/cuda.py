@@ -193,6 +193,8 @@ class BatchPlace:
     """Mapped host memory: each layer's kernel writes its input count here (-1 before)."""
     listed: np.ndarray
     """Mapped host memory: the batch's categories (their number, then their positions)."""
+    features: tuple
+    """The batch's CSR rows on the GPU (indptr by slot, indices, values): the first input."""
     retire_depth: int = -1
     graphs: dict = field(default_factory=dict)
     """(first layer, end) -> the captured graph of those layers."""
@@ -636,10 +638,6 @@ class CudaEngine:
     def batches(self, features: Features, depth: int):
         """Yield the live rows in batches that fit in device memory, as fresh active rows."""
         cp = self.cp
-        retire = np.zeros(len(self.layers), np.int32)
-        keeps = self.keeps_saturated[:depth]
-        # a row all YMAX after layer l stays so when every later layer keeps it so
-        retire[:depth] = np.flip(np.logical_and.accumulate(np.flip(np.r_[keeps[1:], True])))
         first_values, second_values, state = features.buffers
         total = features.images.size
         for start in range(0, max(total, 1), features.batch_rows):
@@ -649,9 +647,10 @@ class CudaEngine:
                 place = features.places[start] = BatchPlace(
                     cp.zeros((len(self.layers) + 1) * 4, cp.int32),
                     cp.zeros(max(1, len(self.layers)), cp.int32), self._mapped(len(self.layers) + 1),
-                    self._mapped(features.batch_rows + 1))
-            if place.retire_depth != depth:
-                place.retire.set(retire)
+                    self._mapped(features.batch_rows + 1),
+                    (features.indptr[start:start + count + 1], features.indices, features.values))
+            if place.retire_depth != depth:        # the host's work here is on the clock
+                place.retire.set(self._retiring_layers(depth))
                 place.retire_depth = depth
             place.seen[:] = -1
             active = state["active"]
@@ -661,8 +660,7 @@ class CudaEngine:
                 (np.int32(count), place.history, np.int32(size), active, state["which"],
                  state["multiplicity"], state["retired"]))
             batch = Batch(images=features.images[start:start + count],
-                          features=(features.indptr[start:start + count + 1], features.indices,
-                                    features.values),
+                          features=place.features,
                           values=first_values, spare=second_values, active=active,
                           spare_active=state["active_out"],
                           which=state["which"],
@@ -670,6 +668,14 @@ class CudaEngine:
                           place=place, state=state, depth=depth)
             self._batches.append(batch)
             yield batch
+
+    def _retiring_layers(self, depth: int) -> np.ndarray:
+        """Return, per layer, 1 where a row all YMAX after it stays so through layer depth - 1:
+        every later layer of the run keeps an all-YMAX row so."""
+        retire = np.zeros(len(self.layers), np.int32)
+        keeps = np.append(self.keeps_saturated[1:depth], True)
+        retire[:depth] = np.flip(np.logical_and.accumulate(np.flip(keeps)))
+        return retire
 
     def _mapped(self, size: int) -> np.ndarray:
         """Return `size` int32 of pinned host memory that kernels write directly (UVA)."""
