@@ -5,7 +5,8 @@
 // for each active row, how many of its non-zero features each distinct column reads:
 // each feature adds 1 to the counters of the columns in fanout[feature] (shared-memory
 // integer atomics, so the order does not matter), then the counts become the layer's
-// outputs. The feature values are never read: 4 bytes per non-zero instead of 8.
+// outputs. The feature values are never read: only the column index of each non-zero
+// (2 bytes with 16-bit indices, features.cuh) instead of index and value.
 //
 // A block owns the active rows [lo, hi) (rows_fate.cuh) and takes GROUPS of them at a
 // time, ROW_WARPS warps per row. Built at run time by CuPy (NVRTC) with -D options; the
