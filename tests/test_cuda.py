@@ -158,6 +158,19 @@ def test_marched_layers_match_the_cpu_for_any_weights(rng):
     assert engine.march_from == 1            # every layer after the first marches
 
 
+def test_a_march_launched_on_too_many_rows_leaves_them_to_the_tiles(rng, monkeypatch):
+    # the first march is launched before the row count is known; past MARCH_ROWS it must
+    # do nothing, and the layers then run by tiles
+    from spdnn.backends import cuda
+
+    network = random_network(rng, 97, 6, 0.5)
+    features = random_features(rng, 400, 97)
+    engine = CudaEngine()
+    monkeypatch.setattr(cuda, "MARCH_ROWS", 10)
+    found = assert_same(network, features, engine)
+    assert engine.march_from == 1 and found.active_rows[0] > 10
+
+
 def test_no_live_rows_and_one_layer(rng):
     network = random_network(rng, 20, 1, -0.5)
     assert infer(network, sp.csr_matrix((5, 20), dtype=np.float32), CudaEngine()).categories.size == 0

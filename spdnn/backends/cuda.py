@@ -700,10 +700,8 @@ class CudaEngine:
         already: a march when few rows are left, else a graph of the layers up to the
         next chunk end, else (weights streamed, graphs off) the layer alone."""
         if index >= batch.launched:
-            batch.launched = self._march_end(batch, index)
-            if batch.launched:
-                self._march(batch, index, batch.launched)
-            else:
+            batch.launched = self._try_march(batch, index)
+            if not batch.launched:
                 end = self._chunk_end(batch, index)
                 graph = self._graph(batch, index, end) if self.graphs else None
                 if graph is not None:
@@ -726,12 +724,15 @@ class CudaEngine:
             end = min(end, self.march_from)
         return end
 
-    def _march_end(self, batch: Batch, index: int) -> int:
-        """Return the end of a march from layer `index`, or 0 for no march there.
+    def _try_march(self, batch: Batch, index: int) -> int:
+        """Launch a march from layer `index` when few rows are left; return its end, or 0
+        when no march runs from there.
 
-        A march starts where marching may start or right after a merge, when few rows are
-        left (reading their count waits for the layers before: one pause of the pipeline),
-        and runs to the next merge or the depth.
+        A march starts where marching may start or right after a merge and runs to the
+        next merge or the depth. After a merge the row count is known. Where marching
+        starts it is not: the march is launched at once (it does nothing past MARCH_ROWS
+        rows), so that the GPU goes on from the layers before without waiting for the
+        host, and the host then waits for the count the kernel reports.
         """
         if not self.march or self.march_from is None or index < self.march_from:
             return 0
@@ -740,7 +741,20 @@ class CudaEngine:
         end = min(batch.depth, (index // MERGE_INTERVAL + 1) * MERGE_INTERVAL)
         if not all(self.layers[i].resident for i in range(index, end)):
             return 0
-        return end if int(self._read(batch)[index, 0]) <= MARCH_ROWS else 0
+        known = batch.read is not None and batch.read[0] == batch.done
+        if known and int(batch.read[1][index, 0]) > MARCH_ROWS:
+            return 0
+        self._march(batch, index, end)
+        return end if known or self._reported(batch, index) <= MARCH_ROWS else 0
+
+    def _reported(self, batch: Batch, index: int) -> int:
+        """Return the row count that layer `index`'s kernel reports as it starts, waiting
+        for it in host memory rather than for the stream to drain."""
+        seen = batch.seen
+        stream = self.cp.cuda.get_current_stream()
+        while seen[index] < 0 and not stream.done:    # done raises a failed kernel's error
+            pass
+        return int(seen[index]) if seen[index] >= 0 else int(self._read(batch)[index, 0])
 
     def _march(self, batch: Batch, first: int, end: int) -> None:
         """Launch the march kernel over layers [first, end) for the batch's active rows."""
@@ -757,7 +771,8 @@ class CudaEngine:
                   batch.spare if odd else batch.values, slots,
                   batch.spare_active if odd else batch.active, batch.history,
                   np.uint64(batch.report), state["multiplicity"], state["retired"],
-                  batch.place.retire, state["march_done"], np.int32(widest), self.bias,
+                  batch.place.retire, state["march_done"], np.int32(widest),
+                  np.int32(MARCH_ROWS), self.bias,
                   np.float32(YMAX)), shared_mem=shared)
 
     def _launch_layer(self, batch: Batch, index: int, values, spare, active, spare_active):

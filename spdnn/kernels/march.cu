@@ -9,7 +9,9 @@
 // MARCH_LAYER dtype). The rows to carry are listed in `slots` (a copy of the active list
 // into layer `first`); the survivors of layer end - 1 go to active_out and their values to
 // y_out. Per layer l, history[4 (l + 1) ...] counts what layer l kept and retired, and
-// report[l] gets layer l's input count once the launch is done.
+// report[l] gets layer l's input count once the launch is done. A launch given more than
+// most_rows rows does nothing but report[first] = their count: the host may launch a
+// march before it knows the count, then read the report to learn whether it ran.
 //
 // Built at run time by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c`
 // compile this file standalone.
@@ -71,12 +73,13 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
       float* __restrict__ y_out, const int* __restrict__ slots, int* __restrict__ active_out,
       int* __restrict__ history, int* __restrict__ report, const int* __restrict__ multiplicity,
       unsigned char* __restrict__ retired, const int* __restrict__ retire_layer,
-      int* __restrict__ done_blocks, int widest, float bias, float ymax) {
+      int* __restrict__ done_blocks, int widest, int most_rows, float bias, float ymax) {
     extern __shared__ float rows[];          // GROUPS x 2 x widest: a row and its next layer
     __shared__ int row_nonzero[GROUPS][2], row_saturated[GROUPS][2];   // by layer parity
 
     const int n = history[4 * first];
     if (report != nullptr && blockIdx.x == 0 && threadIdx.x == 0) report[first] = n;
+    if (n > most_rows) return;               // too many rows to march: tiles take them
     const int group = threadIdx.x / ROW_THREADS, t = threadIdx.x % ROW_THREADS;
     float* const mine = rows + group * 2 * widest;   // buffer p at mine + p * widest
 
