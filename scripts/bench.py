@@ -364,6 +364,11 @@ def engine_rows_per_layer(engine, depth: int) -> list[int]:
     return rows + [0] * (depth - len(rows))
 
 
+def ratio(value: float | None) -> str:
+    """A speed-up for the table: '-' where there is nothing to compare with."""
+    return f"{value:.1f}" if value else "-"
+
+
 def table(records: list[dict]) -> str:
     head = (f"{'config':>11} {'TE/s':>9} {'ms':>8} {'edges computed':>15} {'baseline TE/s':>13} "
             f"{'x base':>7} {'x SNICIT':>8} {'floor':>6} {'ok':>3}")
@@ -375,7 +380,7 @@ def table(records: list[dict]) -> str:
             f"{r['neurons']:>6}-{r['layers']:<4} {r['teraedges_per_second']:>9.1f} "
             f"{r['inference_seconds'] * 1e3:>8.2f} {r['edges_computed']:>15.3e} "
             f"{(f'{base:.2f}' + mark) if base else '-':>13} "
-            f"{r.get('speedup_over_baseline', 0):>7.1f} {r.get('speedup_over_snicit') or 0:>8.1f} "
+            f"{ratio(r.get('speedup_over_baseline')):>7} {ratio(r.get('speedup_over_snicit')):>8} "
             f"{r['floor_fraction']:>6.2f} {'yes' if r['verified'] else 'NO':>3}")
     lines.append("TE/s = 60000 x 32 x N x L / inference seconds (official edges); edges computed = "
                  "multiply-adds done; floor = bandwidth floor of the work done / time; "
