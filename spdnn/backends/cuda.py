@@ -741,11 +741,11 @@ class CudaEngine:
         end = min(batch.depth, (index // MERGE_INTERVAL + 1) * MERGE_INTERVAL)
         if not all(self.layers[i].resident for i in range(index, end)):
             return 0
-        known = batch.read is not None and batch.read[0] == batch.done
-        if known and int(batch.read[1][index, 0]) > MARCH_ROWS:
+        known = self._read_already(batch)
+        if known is not None and int(known[index, 0]) > MARCH_ROWS:
             return 0
         self._march(batch, index, end)
-        return end if known or self._reported(batch, index) <= MARCH_ROWS else 0
+        return end if known is not None or self._reported(batch, index) <= MARCH_ROWS else 0
 
     def _reported(self, batch: Batch, index: int) -> int:
         """Return the row count that layer `index`'s kernel reports as it starts, waiting
@@ -860,11 +860,17 @@ class CudaEngine:
     def _read(self, batch: Batch) -> np.ndarray:
         """Return the history, read once per number of layers done: the read waits for
         those layers, and no later kernel writes their rows (a merge clears the read)."""
-        if batch.read is None or batch.read[0] != batch.done:
-            batch.read = (batch.done, self._history(batch))
-        history = batch.read[1]
+        history = self._read_already(batch)
+        if history is None:
+            history = self._history(batch)
+            batch.read = (batch.done, history)
         batch.empty = batch.empty or history[batch.done, 0] == 0
         return history
+
+    @staticmethod
+    def _read_already(batch: Batch) -> np.ndarray | None:
+        """Return the history read since the last layer was done, or None if none was."""
+        return batch.read[1] if batch.read is not None and batch.read[0] == batch.done else None
 
     def counts(self, batch: Batch) -> tuple[int, int]:
         return self._counts_from(self._read(batch), batch.done)
