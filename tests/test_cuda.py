@@ -171,6 +171,46 @@ def test_a_march_launched_on_too_many_rows_leaves_them_to_the_tiles(rng, monkeyp
     assert engine.march_from == 1 and found.active_rows[0] > 10
 
 
+def test_categories_listed_ahead_serve_only_where_no_row_is_left(rng, monkeypatch):
+    # the list launched right after the last layers serves where every row retired or
+    # died; where rows are still active it steps aside and the list is made again
+    made = []
+    original = CudaEngine._list
+
+    def spy(self, batch, alive, rows_left=None, report_left=0):
+        made.append("ahead" if rows_left is not None else "now")
+        original(self, batch, alive, rows_left, report_left)
+
+    monkeypatch.setattr(CudaEngine, "_list", spy)
+    neurons = 48
+    saturating = Network(neurons, [sp.csr_matrix(np.ones((neurons, neurons), np.float32))] * 3,
+                         -1.5)
+    for network, expected in ((saturating, ["ahead"]),
+                              (random_network(rng, 61, 5, 0.5), ["ahead", "now"])):
+        features = random_features(rng, 200, network.neurons, density=0.05)
+        engine = CudaEngine()
+        found = assert_same(network, features, engine)
+        made.clear()
+        again = infer(network, features, engine)   # the same features: no warm-up this time
+        assert np.array_equal(again.categories, found.categories) and made == expected
+
+
+def test_a_march_after_a_merge_learns_the_merged_count(rng, monkeypatch):
+    # 20 copies of each row: hundreds of rows reach the merge after layer 31, at most 30
+    # leave it, and the march from layer 32 must go by the merged count, not by the one
+    # the list launched ahead reported before the merge
+    from spdnn.backends import cuda
+
+    network = random_network(rng, 64, 40, 0.5)
+    distinct = random_features(rng, 30, 64, duplicates=False)
+    features = sp.csr_matrix(sp.vstack([distinct] * 20))
+    monkeypatch.setattr(cuda, "MARCH_ROWS", 40)
+    engine = CudaEngine()
+    found = assert_same(network, features, engine)
+    assert engine.march_from == 1
+    assert found.distinct_rows[30] > 40 >= found.distinct_rows[31] > 0
+
+
 def test_no_live_rows_and_one_layer(rng):
     network = random_network(rng, 20, 1, -0.5)
     assert infer(network, sp.csr_matrix((5, 20), dtype=np.float32), CudaEngine()).categories.size == 0

@@ -73,6 +73,8 @@ SMALL_THREADS = 256
 """Threads per block of the batch bookkeeping kernels."""
 LIST_THREADS = 1024
 """Threads of the one block that lists a batch's categories (kernels/batch.cu)."""
+LIST_PENDING = -2
+"""listed[0] while a list launched ahead has not run (the kernel writes -1 when it skips)."""
 PATTERN_THREADS = 512
 FIRST_THREADS = 512
 FIRST_SHARED_BYTES = 24 * 1024
@@ -242,6 +244,8 @@ class Batch:
     """(layers done, history) as last read: its rows up to `done` stay put (_read)."""
     empty: bool = False
     """Whether a read found no active row left (counts only fall: it stays so)."""
+    listed_ahead: int = 0
+    """The layer count after which the last list of categories was launched ahead (0: none)."""
 
     @property
     def history(self):
@@ -711,6 +715,8 @@ class CudaEngine:
                                        batch.spare_active)
                     end = index + 1
                 batch.launched = end
+            if batch.launched % MERGE_INTERVAL == 0 or batch.launched == batch.depth:
+                self._list_ahead(batch, batch.launched)
         batch.values, batch.spare = batch.spare, batch.values
         batch.active, batch.spare_active = batch.spare_active, batch.active
         batch.done = index + 1
@@ -748,13 +754,20 @@ class CudaEngine:
         return end if known is not None or self._reported(batch, index) <= MARCH_ROWS else 0
 
     def _reported(self, batch: Batch, index: int) -> int:
-        """Return the row count that layer `index`'s kernel reports as it starts, waiting
-        for it in host memory rather than for the stream to drain."""
-        seen = batch.seen
+        """Return the row count that reaches layer `index`, as a kernel reports it in
+        host memory (layer `index`'s as it starts, or a list launched ahead), waiting for it
+        there rather than for the stream to drain."""
+        count = self._written(batch.seen, index, -1)
+        return count if count is not None else int(self._read(batch)[index, 0])
+
+    def _written(self, cells: np.ndarray, at: int, unset: int) -> int | None:
+        """Wait until a kernel writes cells[at] (mapped host memory holding `unset` until
+        then) and return it; None if the stream drains without it."""
         stream = self.cp.cuda.get_current_stream()
-        while seen[index] < 0 and not stream.done:    # done raises a failed kernel's error
+        while cells[at] == unset and not stream.done:   # done raises a failed kernel's error
             pass
-        return int(seen[index]) if seen[index] >= 0 else int(self._read(batch)[index, 0])
+        value = int(cells[at])
+        return None if value == unset else value
 
     def _march(self, batch: Batch, first: int, end: int) -> None:
         """Launch the march kernel over layers [first, end) for the batch's active rows."""
@@ -851,6 +864,7 @@ class CudaEngine:
         kept = slots[~merged]
         batch.active[:kept.size] = kept
         batch.history[batch.done * 4] = kept.size
+        batch.seen[batch.done] = kept.size     # a list launched ahead reported the count before
         batch.read = None
         return batch
 
@@ -901,17 +915,26 @@ class CudaEngine:
         """Return True once the GPU has reported no row left to compute.
 
         Each layer's kernel writes its input count to seen[layer] in host memory as it
-        starts, so the answer comes a layer or two late; counts only fall.
+        starts, so the answer comes a layer or two late; counts only fall. Where a merge
+        is due and a list was launched ahead after this layer, the count after it is
+        waited for: the merge would wait for those layers anyway.
         """
-        while batch.landed < batch.done - 1 and batch.seen[batch.landed + 1] >= 0:
+        if batch.listed_ahead == index + 1 and self.merge_due(batch, index):
+            self._reported(batch, index + 1)
+        while batch.landed < batch.done and batch.seen[batch.landed + 1] >= 0:
             batch.landed += 1
         return batch.empty or batch.seen[batch.landed] == 0
 
     def categories(self, batch: Batch) -> np.ndarray:
-        """Return the batch's categories: its images whose rows are active or retired."""
+        """Return the batch's categories: its images whose rows are active or retired.
+
+        A list launched ahead serves when it found no row left; else one is made now."""
         cp = self.cp
+        listed = batch.place.listed
+        if batch.listed_ahead and self._written(listed, 0, LIST_PENDING) not in (None, -1):
+            return batch.images[listed[1:1 + listed[0]]] + 1
         alive = batch.state["alive"]
-        slots, images = batch.retired.size, batch.images.size
+        slots = batch.retired.size
         if batch.empty:             # no active row left: the retired ones are all there is
             alive = batch.retired
         else:
@@ -921,12 +944,25 @@ class CudaEngine:
             kernel("batch.cu", "mark_active")((self._small_grid(slots),), (SMALL_THREADS,),
                                               (batch.history[batch.done * 4:], batch.active,
                                                alive))
-        listed = batch.place.listed
-        kernel("batch.cu", "category_list", LIST_THREADS=LIST_THREADS)((1,), (LIST_THREADS,),
-                                            (batch.which, np.int32(images), alive,
-                                             np.uint64(listed.ctypes.data)))
+        self._list(batch, alive)
         self.synchronize()                      # the list is in host memory now
         return batch.images[listed[1:1 + listed[0]]] + 1     # ascending, as the images
+
+    def _list_ahead(self, batch: Batch, done: int) -> None:
+        """List the categories right after the launch that runs the batch to layer `done`,
+        in case no row is left then (the kernel checks, and reports the count to seen[])."""
+        batch.place.listed[0] = LIST_PENDING
+        batch.listed_ahead = done
+        self._list(batch, batch.retired, batch.history[done * 4:],
+                   batch.seen.ctypes.data + 4 * done)
+
+    def _list(self, batch: Batch, alive, rows_left=None, report_left: int = 0) -> None:
+        """Launch the listing of the images whose slots are marked in `alive` (batch.cu)."""
+        kernel("batch.cu", "category_list", LIST_THREADS=LIST_THREADS)(
+            (1,), (LIST_THREADS,),
+            (batch.which, np.int32(batch.images.size), alive,
+             np.uint64(batch.place.listed.ctypes.data),
+             rows_left if rows_left is not None else np.uint64(0), np.uint64(report_left)))
 
     def _small_grid(self, items: int) -> int:
         return max(1, min(-(-items // SMALL_THREADS), 4 * self.multiprocessors))

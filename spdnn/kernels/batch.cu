@@ -42,8 +42,14 @@ extern "C" __global__ void mark_active(const int* __restrict__ history_out,
 #define LIST_UNROLL 8         // steps whose loads are in flight together
 
 // The batch's categories in ascending order: list[1 ...] gets each image i < images whose
-// row (slot which[i]) is alive, list[0] their number. `list` may be host memory mapped for
-// the device: the host reads it after one stream sync, no copy. One block, in rounds of
+// row (slot which[i]) is alive, list[0] their number, written last. `list` may be host
+// memory mapped for the device: the host reads it once list[0] is set, no copy.
+//
+// Launched ahead, right after the launch that runs a batch to layer l and before the host
+// knows what is left, it gets rows_left = the history's count of active rows after l and
+// report_left = where the host looks for that count: it writes the count there at once,
+// and lists only when it is zero (every row then retired or died, and no later layer
+// changes anything), else sets list[0] = -1. With rows_left null it always lists. One block, in rounds of
 // LIST_THREADS x LIST_STEPS images (one round for 65536 images with the defaults): each
 // warp takes LIST_STEPS x 32 consecutive images, one per lane at each step (coalesced
 // loads, LIST_UNROLL steps in flight at once), and keeps each step's ballot of alive
@@ -51,7 +57,15 @@ extern "C" __global__ void mark_active(const int* __restrict__ history_out,
 // images at their place, in order.
 extern "C" __global__ void __launch_bounds__(LIST_THREADS)
 category_list(const int* __restrict__ which, int images, const unsigned char* __restrict__ alive,
-              int* __restrict__ list) {
+              int* __restrict__ list, const int* __restrict__ rows_left, int* __restrict__ report_left) {
+    if (rows_left != nullptr) {
+        const int left = *rows_left;
+        if (threadIdx.x == 0) {
+            if (report_left != nullptr) *(volatile int*)report_left = left;
+            if (left != 0) *(volatile int*)list = -1;
+        }
+        if (left != 0) return;
+    }
     __shared__ unsigned ballots[LIST_WARPS][LIST_STEPS];
     __shared__ int before_warp[LIST_WARPS + 1];      // exclusive scan of the warps' totals, then the round's
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -94,5 +108,7 @@ category_list(const int* __restrict__ which, int images, const unsigned char* __
         listed += before_warp[LIST_WARPS];
         __syncthreads();                              // before the next round reuses the shared arrays
     }
-    if (threadIdx.x == 0) list[0] = listed;
+    __threadfence_system();                           // the entries reach the host before their number
+    __syncthreads();
+    if (threadIdx.x == 0) *(volatile int*)list = listed;
 }
