@@ -149,6 +149,20 @@ def test_graph_replays_and_single_launches_agree(rng):
     assert_same(network, features, CudaEngine(march=False))
 
 
+def test_graphs_captured_ahead_read_what_their_first_layer_will_hold(rng):
+    # marching may start at layer 1 here, so the first graph holds one layer and every later
+    # one starts on the other buffer pair; stale values in both must never be read
+    network = random_network(rng, 80, 12, 0.5)
+    features = random_features(rng, 300, 80)
+    engine = CudaEngine(march=False)
+    engine.load_network(network)
+    loaded = engine.load_features(features)
+    assert engine.march_from == 1
+    for buffer in loaded.buffers[:2]:
+        buffer.fill(np.nan)
+    assert_same(network, features, engine)          # the same features: loaded as they are
+
+
 def test_marched_layers_match_the_cpu_for_any_weights(rng):
     # mixed weights and entries per column (some none), rows wider than a tile
     network = random_network(rng, 251, 7, 0.5, per_column=(0, 12))

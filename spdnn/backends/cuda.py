@@ -806,8 +806,7 @@ class CudaEngine:
         if self._capture_stream is None:
             self._capture_stream = cp.cuda.Stream(non_blocking=True)
         stream = self._capture_stream
-        values, spare, active, spare_active = (batch.values, batch.spare, batch.active,
-                                               batch.spare_active)
+        values, spare, active, spare_active = self._buffers_at(batch, first)
         try:
             with stream:
                 stream.begin_capture()
@@ -824,6 +823,16 @@ class CudaEngine:
             return None
         batch.place.graphs[key] = graph
         return graph
+
+    @staticmethod
+    def _buffers_at(batch: Batch, index: int) -> tuple:
+        """Return (values, spare, active, spare_active) as layer `index` will find them:
+        they swap after every layer, so a graph captured ahead of the layer loop (while
+        the features load) starts from the pair its first layer will really read."""
+        buffers = (batch.values, batch.spare, batch.active, batch.spare_active)
+        if (index - batch.done) % 2:
+            buffers = (batch.spare, batch.values, batch.spare_active, batch.active)
+        return buffers
 
     def prune(self, batch: Batch) -> Batch:
         return batch    # the layer kernel already dropped the rows that died

@@ -39,7 +39,9 @@ extern "C" __global__ void mark_active(const int* __restrict__ history_out,
 #endif
 #define LIST_WARPS (LIST_THREADS / 32)
 #define LIST_STEPS 64         // 32-image steps a warp takes per round (their ballots in shared memory)
+#ifndef LIST_UNROLL
 #define LIST_UNROLL 8         // steps whose loads are in flight together
+#endif
 
 // The batch's categories in ascending order: list[1 ...] gets each image i < images whose
 // row (slot which[i]) is alive, list[0] their number, written last. `list` may be host
