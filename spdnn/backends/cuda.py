@@ -381,8 +381,7 @@ class CudaEngine:
         """Return (kernel, grid, shared bytes, widest row) of the march kernel."""
         if self._march_plan_cache is None:
             widest, row_threads, shared = self._march_shape
-            function = kernel("march.cu", "march", THREADS=MARCH_THREADS, ROW_THREADS=row_threads,
-                              MARCH_LAYERS=MERGE_INTERVAL)
+            function = kernel("march.cu", "march", THREADS=MARCH_THREADS, ROW_THREADS=row_threads)
             if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
                 function.max_dynamic_shared_size_bytes = shared
             self._march_plan_cache = (function, self._blocks(function, MARCH_THREADS, shared),
@@ -771,9 +770,7 @@ class CudaEngine:
         return None if value == unset else value
 
     def _march(self, batch: Batch, first: int, end: int) -> None:
-        """Launch the march kernel over layers [first, end) for the batch's active rows
-        (at most MERGE_INTERVAL of them: the kernel counts each one's rows in shared memory)."""
-        assert end - first <= MERGE_INTERVAL
+        """Launch the march kernel over layers [first, end) for the batch's active rows."""
         cp = self.cp
         function, grid, shared, widest = self._march_plan()
         state = batch.state

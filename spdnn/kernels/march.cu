@@ -9,11 +9,7 @@
 // MARCH_LAYER dtype). The rows to carry are listed in `slots` (a copy of the active list
 // into layer `first`); the survivors of layer end - 1 go to active_out and their values to
 // y_out. Per layer l, history[4 (l + 1) ...] counts what layer l kept and retired, and
-// report[l] gets layer l's input count once the launch is done. A block counts in shared
-// memory and adds its counts to the history once, at its end: the rows move through the
-// layers nearly in step, and one global atomic per row and layer on the same few
-// addresses would queue behind each other at every layer. Only the survivors of the
-// last layer take their place in active_out by a global atomic as they finish. A launch given more than
+// report[l] gets layer l's input count once the launch is done. A launch given more than
 // most_rows rows does nothing but report[first] = their count: the host may launch a
 // march before it knows the count, then read the report to learn whether it ran.
 //
@@ -29,9 +25,6 @@
 #define ROW_THREADS 32       // threads that carry one row
 #endif
 #define GROUPS (THREADS / ROW_THREADS)
-#ifndef MARCH_LAYERS
-#define MARCH_LAYERS 32      // most layers one launch carries (cuda.py: MERGE_INTERVAL)
-#endif
 
 struct MarchLayer {
     unsigned long long index;    // the layer's ELL indices (layout.py: tile offsets)
@@ -83,13 +76,10 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
       int* __restrict__ done_blocks, int widest, int most_rows, float bias, float ymax) {
     extern __shared__ float rows[];          // GROUPS x 2 x widest: a row and its next layer
     __shared__ int row_nonzero[GROUPS][2], row_saturated[GROUPS][2];   // by layer parity
-    __shared__ int counts[MARCH_LAYERS][4];   // the block's share of history[4 (l + 1) ...]
 
     const int n = history[4 * first];
     if (report != nullptr && blockIdx.x == 0 && threadIdx.x == 0) report[first] = n;
     if (n > most_rows) return;               // too many rows to march: tiles take them
-    for (int i = threadIdx.x; i < MARCH_LAYERS * 4; i += THREADS) (&counts[0][0])[i] = 0;
-    __syncthreads();
     const int group = threadIdx.x / ROW_THREADS, t = threadIdx.x % ROW_THREADS;
     float* const mine = rows + group * 2 * widest;   // buffer p at mine + p * widest
 
@@ -128,18 +118,15 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
             group_sync(group);   // the counts and the next row are complete
             const Fate fate = row_fate(true, slot, row_nonzero[group][cur], row_saturated[group][cur],
                                        layer.outputs, retire_layer[l], multiplicity);
+            int* history_out = history + 4 * (l + 1);
             if (t == 0) {
-                int* mine_counts = counts[l - first];
-                if (fate.keep && l == end - 1) {
-                    int* history_out = history + 4 * (l + 1);
-                    active_out[atomicAdd(&history_out[0], 1)] = slot;
+                if (fate.keep) {
+                    const int at = atomicAdd(&history_out[0], 1);
                     atomicAdd(&history_out[1], images);
-                } else if (fate.keep) {
-                    atomicAdd(&mine_counts[0], 1);
-                    atomicAdd(&mine_counts[1], images);
+                    if (l == end - 1) active_out[at] = slot;
                 } else if (fate.retiring) {
-                    atomicAdd(&mine_counts[2], 1);
-                    atomicAdd(&mine_counts[3], images);
+                    atomicAdd(&history_out[2], 1);
+                    atomicAdd(&history_out[3], images);
                     retired[slot] = 1;
                 }
             }
@@ -151,12 +138,6 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
             }
         }
         group_sync(group);   // done with the buffers before the next row fills them
-    }
-
-    __syncthreads();   // every row of the block done: its counts go to the history
-    for (int i = threadIdx.x; i < (end - first) * 4; i += THREADS) {
-        const int count = (&counts[0][0])[i];
-        if (count != 0) atomicAdd(&history[4 * (first + 1) + i], count);
     }
 
     // the last block to finish reports every layer's input count to the host
