@@ -56,6 +56,9 @@ MARCH_ROWS = 8192
 """At most this many active rows at the first general layer (or after a merge): the layers up
 to the next merge run as one march launch (kernels/march.cu) instead of one launch each."""
 MARCH_THREADS = 256
+MARCH_OUTPUTS_PER_THREAD = 2
+"""Outputs of a layer one march thread computes (rounded to a power of two threads a row,
+32 to MARCH_THREADS): a row's time is its chain of dependent sums, so it gets many threads."""
 MARCH_WIDEST = 256
 """Layers at most this wide (in distinct columns, layout.py) march; wider ones go by tiles.
 A row marches alone, so its time is one chain of dependent sums per layer. On an H200
@@ -360,7 +363,8 @@ class CudaEngine:
         if self.march_from is None:
             return
         widest = max(max(layer.inputs, layer.outputs) for layer in self.layers[self.march_from:])
-        row_threads = min(MARCH_THREADS, max(32, 1 << (-(-widest // 16) - 1).bit_length()))
+        wanted = -(-widest // MARCH_OUTPUTS_PER_THREAD)
+        row_threads = min(MARCH_THREADS, max(32, 1 << (wanted - 1).bit_length()))
         shared = MARCH_THREADS // row_threads * 2 * widest * 4
         if shared > self.shared_per_block or widest > MARCH_WIDEST:
             self.march_from = None
