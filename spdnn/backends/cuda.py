@@ -10,7 +10,8 @@ weights are powers of two counts (kernels/first.cu), and a layer whose columns a
 few inputs in one order replays that order on registers (kernels/pattern.cu); both are
 exact for any input that meets their conditions. The host learns the
 active count a few layers late, through pinned memory, and stops launching once nothing
-is left to compute. Identical rows are merged on the GPU (kernels/rows.cu) when the
+is left to compute; the categories are listed on the GPU right after each launch that
+may leave nothing to compute, so that the host only reads them. Identical rows are merged on the GPU (kernels/rows.cu) when the
 layer loop asks. Layers are launched GRAPH_LAYERS at a time as CUDA graphs, captured once
 per batch (the first ones while the features load) and replayed by every inference.
 Kernels are compiled at run time by CuPy (NVRTC) and cached on disk.
