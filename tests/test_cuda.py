@@ -225,6 +225,14 @@ def test_a_march_after_a_merge_learns_the_merged_count(rng, monkeypatch):
     assert found.distinct_rows[30] > 40 >= found.distinct_rows[31] > 0
 
 
+def test_categories_of_many_images_are_listed_by_many_blocks(rng):
+    # 40000 images: 40 blocks of the list kernel, its last block scanning two words a thread
+    network = random_network(rng, 32, 3, -0.5)
+    features = random_features(rng, 40000, 32, density=0.1)
+    found = assert_same(network, features, CudaEngine())
+    assert 0 < found.categories.size < 40000
+
+
 def test_no_live_rows_and_one_layer(rng):
     network = random_network(rng, 20, 1, -0.5)
     assert infer(network, sp.csr_matrix((5, 20), dtype=np.float32), CudaEngine()).categories.size == 0

@@ -76,7 +76,7 @@ WARM_UP_MERGE_ROWS = 65536
 SMALL_THREADS = 256
 """Threads per block of the batch bookkeeping kernels."""
 LIST_THREADS = 1024
-"""Threads of the one block that lists a batch's categories (kernels/batch.cu)."""
+"""Threads a block of the kernel that lists a batch's categories (kernels/batch.cu)."""
 LIST_PENDING = -2
 """listed[0] while a list launched ahead has not run (the kernel writes -1 when it skips)."""
 PATTERN_THREADS = 512
@@ -439,7 +439,9 @@ class CudaEngine:
                 "retired": cp.zeros(slots, cp.uint8), "slot_stats": cp.zeros(2 * slots, cp.int32),
                 "tile_done": cp.zeros(slots, cp.int32), "staged": cp.zeros(slots, cp.int32),
                 "which": cp.zeros(slots, cp.int32), "alive": cp.zeros(slots, cp.uint8),
-                "march_done": cp.zeros(1, cp.int32)}
+                "march_done": cp.zeros(1, cp.int32),
+                "list_words": cp.zeros(-(-slots // 32), cp.uint32),
+                "list_done": cp.zeros(1, cp.int32)}
 
     # ------------------------------------------------------------------ the layer kernel
 
@@ -972,11 +974,13 @@ class CudaEngine:
 
     def _list(self, batch: Batch, alive, rows_left=None, report_left: int = 0) -> None:
         """Launch the listing of the images whose slots are marked in `alive` (batch.cu)."""
+        images = batch.images.size
+        blocks = max(1, min(-(-images // LIST_THREADS), 2 * self.multiprocessors))  # 32 a warp
         kernel("batch.cu", "category_list", LIST_THREADS=LIST_THREADS)(
-            (1,), (LIST_THREADS,),
-            (batch.which, np.int32(batch.images.size), alive,
-             np.uint64(batch.place.listed.ctypes.data),
-             rows_left if rows_left is not None else np.uint64(0), np.uint64(report_left)))
+            (blocks,), (LIST_THREADS,),
+            (batch.which, np.int32(images), alive, np.uint64(batch.place.listed.ctypes.data),
+             rows_left if rows_left is not None else np.uint64(0), np.uint64(report_left),
+             batch.state["list_words"], batch.state["list_done"]))
 
     def _small_grid(self, items: int) -> int:
         return max(1, min(-(-items // SMALL_THREADS), 4 * self.multiprocessors))
