@@ -8,13 +8,14 @@ writing the next active list itself: no host round trip per layer. Two shapes of
 constant-weight layer have faster kernels of their own: a first layer whose features and
 weights are powers of two counts (kernels/first.cu), and a layer whose columns all read a
 few inputs in one order replays that order on registers (kernels/pattern.cu); both are
-exact for any input that meets their conditions. The host learns the
-active count a few layers late, through pinned memory, and stops launching once nothing
-is left to compute; the categories are listed on the GPU right after each launch that
-may leave nothing to compute, so that the host only reads them. Identical rows are merged on the GPU (kernels/rows.cu) when the
-layer loop asks. Layers are launched GRAPH_LAYERS at a time as CUDA graphs, captured once
-per batch (the first ones while the features load) and replayed by every inference.
-Kernels are compiled at run time by CuPy (NVRTC) and cached on disk.
+exact for any input that meets their conditions. The host learns the active count a few
+layers late, through pinned memory, and stops launching once nothing is left to compute;
+the categories are listed on the GPU right after each launch that may leave nothing to
+compute, so that the host only reads them. Identical rows are merged on the GPU
+(kernels/rows.cu) when the layer loop asks. Layers are launched GRAPH_LAYERS at a time as
+CUDA graphs, captured once per batch (the first ones while the features load) and
+replayed by every inference. Kernels are compiled at run time by CuPy (NVRTC) and cached
+on disk.
 """
 
 from __future__ import annotations
@@ -975,7 +976,8 @@ class CudaEngine:
     def _list(self, batch: Batch, alive, rows_left=None, report_left: int = 0) -> None:
         """Launch the listing of the images whose slots are marked in `alive` (batch.cu)."""
         images = batch.images.size
-        blocks = max(1, min(-(-images // LIST_THREADS), 2 * self.multiprocessors))  # 32 a warp
+        warps = -(-images // 32)                # a warp takes 32 images at a time
+        blocks = max(1, min(-(-warps // (LIST_THREADS // 32)), 2 * self.multiprocessors))
         kernel("batch.cu", "category_list", LIST_THREADS=LIST_THREADS)(
             (blocks,), (LIST_THREADS,),
             (batch.which, np.int32(images), alive, np.uint64(batch.place.listed.ctypes.data),
