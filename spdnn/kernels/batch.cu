@@ -95,13 +95,7 @@ category_list(const int* __restrict__ which, int images, const unsigned char* __
         if (lane == 0) words[w] = ballot;
     }
 
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(done_blocks, 1) == gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!last_block(done_blocks)) return;
     const int per_thread = (word_count + LIST_THREADS - 1) / LIST_THREADS;
     const int first = min(word_count, threadIdx.x * per_thread);
     const int end = min(word_count, first + per_thread);

@@ -141,13 +141,7 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
     }
 
     // the last block to finish reports every layer's input count to the host
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(done_blocks, 1) == gridDim.x - 1;
-    __syncthreads();
-    if (last) {
-        __threadfence();
+    if (last_block(done_blocks)) {
         if (report != nullptr)
             for (int l = first + 1 + threadIdx.x; l < end; l += THREADS)
                 report[l] = *(volatile int*)&history[4 * l];

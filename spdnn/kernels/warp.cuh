@@ -1,4 +1,5 @@
-// Warp-wide helpers shared by the kernels: sums and scans over the 32 lanes of a full warp.
+// Helpers shared by the kernels: sums and scans over the 32 lanes of a full warp, and which
+// block of a grid finishes last.
 //
 // Kernels include this file; spdnn/backends/cuda.py pastes it into their source (once)
 // before NVRTC compiles them, and nvcc finds it beside them.
@@ -25,4 +26,17 @@ __device__ __forceinline__ int warp_inclusive_sum(int value) {
         if (lane >= offset) value += before;
     }
     return value;
+}
+
+// Whether this block is the last of the grid to get here; every thread of the block calls
+// it. The other blocks' writes before their call are visible to the last block afterwards.
+// done_blocks counts the blocks: the last block sets it back to zero when it is done.
+__device__ __forceinline__ bool last_block(int* done_blocks) {
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(done_blocks, 1) == gridDim.x - 1;
+    __syncthreads();
+    if (last) __threadfence();
+    return last;
 }
