@@ -7,6 +7,7 @@ streaming wide rows, batches) is checked on inputs where it applies and where it
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,25 @@ def test_counting_first_layer_and_pattern_layers_match_the_cpu(rng):
     assert kinds(engine, 10) == ["first"] + ["pattern"] * 7 + ["tile"] * 2
     assert engine.feature_index.itemsize == 2
 
+
+
+@pytest.mark.parametrize("row_warps", [1, 2, 4, 16])
+def test_counting_first_layer_matches_the_cpu_in_any_row_groups(rng, monkeypatch, row_warps):
+    # the first layer's groups of row_warps warps take their rows each on its own; on the
+    # grid of one multiprocessor a group gets more than the 32 rows it accounts at once
+    network = generate.radixnet(1024, 3, seed=int(rng.integers(1 << 30)))
+    features = generate.features(1024, 3000, seed=int(rng.integers(1 << 30)))
+    chosen = CudaEngine._first_layer
+
+    def forced(self, values, row_features):
+        first = chosen(self, values, row_features)
+        return first and dataclasses.replace(first, row_warps=row_warps)
+
+    monkeypatch.setattr(CudaEngine, "_first_layer", forced)
+    engine = CudaEngine()
+    engine.multiprocessors = 1
+    assert_same(network, features, engine)
+    assert engine.kernel_kind(0) == "first" and engine._first.row_warps == row_warps
 
 def test_networks_wider_than_16_bit_indices_match_the_cpu(rng):
     neurons = (1 << 16) + 37         # feature and weight indices take 32 bits

@@ -8,9 +8,13 @@
 // outputs. The feature values are never read: only the column index of each non-zero
 // (2 bytes with 16-bit indices, features.cuh) instead of index and value.
 //
-// A block owns the active rows [lo, hi) (rows_fate.cuh) and takes GROUPS of them at a
-// time, ROW_WARPS warps per row. Built at run time by CuPy (NVRTC) with -D options; the
-// defaults below let `nvcc -c` compile this file standalone.
+// A block owns the active rows [lo, hi) (rows_fate.cuh) and splits them among GROUPS
+// groups of ROW_WARPS warps; each group takes its rows one after another on its own,
+// synchronising only its own warps (a warp sync, or a named barrier for several warps),
+// so that a long row holds up its group and not the block. The group's first warp keeps
+// the fates of up to 32 rows in shared memory and accounts them together, one per lane. Built at run time
+// by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c` compile this file
+// standalone.
 
 #include "features.cuh"
 #include "rows_fate.cuh"
@@ -29,6 +33,34 @@
 #define ROW_THREADS (ROW_WARPS * 32)
 #define UNROLL 4
 
+#if ROW_WARPS > 1 && GROUPS > 15
+#error "groups of several warps take the named barriers 1 .. GROUPS"
+#endif
+
+// Group ID - 1 (or any later one) waits at the named barrier ID (or a later one): constant
+// ids, so that the kernel holds GROUPS + 1 barriers rather than all 16.
+template <int ID>
+__device__ __forceinline__ void named_sync(int group) {
+    if constexpr (ID < GROUPS) {
+        if (group != ID - 1) {
+            named_sync<ID + 1>(group);
+            return;
+        }
+    }
+    asm volatile("bar.sync %0, %1;" ::"n"(ID), "n"(ROW_THREADS) : "memory");
+}
+
+// Wait for the other warps of this row group (their shared-memory writes become visible).
+__device__ __forceinline__ void group_sync(int group) {
+#if ROW_WARPS == 1
+    __syncwarp();
+#elif GROUPS == 1
+    __syncthreads();
+#else
+    named_sync<1>(group);
+#endif
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS, 2048 / THREADS)
 first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict__ x_col,
             float* __restrict__ y_out, const int* __restrict__ active_in,
@@ -39,7 +71,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
       const int* __restrict__ retire_layer) {
     extern __shared__ int counts[];          // GROUPS rows of outputs + 1 counters
     __shared__ RowTally tally;
-    __shared__ int row_slot[GROUPS], row_nonzero[GROUPS], row_saturated[GROUPS];
+    __shared__ int row_slot[GROUPS][32], row_nonzero[GROUPS][32], row_saturated[GROUPS][32];
 
     const int* history_in = history + 4 * layer_index;
     const int retire = retire_layer[layer_index];   // may this layer retire all-YMAX rows
@@ -50,71 +82,71 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     start_tally(tally);
     const int stride = outputs + 1;           // the last counter takes the padding
     for (int i = threadIdx.x; i < GROUPS * stride; i += THREADS) counts[i] = 0;
+    for (int i = threadIdx.x; i < GROUPS * 32; i += THREADS)
+        row_nonzero[i / 32][i % 32] = row_saturated[i / 32][i % 32] = 0;
+    __syncthreads();
 
     const int group = threadIdx.x / ROW_THREADS, t = threadIdx.x % ROW_THREADS;
     const int lane = threadIdx.x % 32;
+    const bool leader = t < 32;               // the group's first warp accounts its rows
     int* mine = counts + group * stride;
-    for (int first = lo; first < hi; first += GROUPS) {
-        const int r = first + group;
-        const bool live = r < hi;
-        const int slot = live ? active_in[r] : 0;
-        __syncthreads();   // counters zeroed, the last rows' tally done with row_slot
-        if (t == 0) {
-            row_slot[group] = slot;
-            row_nonzero[group] = 0;
-            row_saturated[group] = 0;
-        }
-        if (live) {
-            const long long begin = x_ptr[slot], end = x_ptr[slot + 1];
-            for (long long e0 = begin + t; e0 < end; e0 += UNROLL * ROW_THREADS) {
-                int feature[UNROLL];
+    int held = 0;                             // rows of the group not yet accounted
+    const auto account_held = [&](int rows) {     // by the leader, a row per lane
+        const bool live = lane < rows;
+        account_rows(live, live ? row_slot[group][lane] : 0,
+                     live ? row_nonzero[group][lane] : 0, live ? row_saturated[group][lane] : 0,
+                     outputs, retire, multiplicity, retired, tally.counts, staged + lo);
+        row_nonzero[group][lane] = row_saturated[group][lane] = 0;
+    };
+    for (int r = lo + group; r < hi; r += GROUPS) {
+        const int slot = active_in[r];
+        const long long begin = x_ptr[slot], end = x_ptr[slot + 1];
+        for (long long e0 = begin + t; e0 < end; e0 += UNROLL * ROW_THREADS) {
+            int feature[UNROLL];
 #pragma unroll
-                for (int u = 0; u < UNROLL; ++u) {
-                    const long long e = e0 + u * ROW_THREADS;
-                    feature[u] = e < end ? (int)__ldg(x_col + e) : -1;
-                }
-                int column[UNROLL][FANOUT];
-#pragma unroll
-                for (int u = 0; u < UNROLL; ++u)
-#pragma unroll
-                    for (int f = 0; f < FANOUT; ++f)
-                        column[u][f] = feature[u] >= 0
-                            ? __ldg(fanout + (long long)feature[u] * FANOUT + f) : outputs;
-#pragma unroll
-                for (int u = 0; u < UNROLL; ++u)
-#pragma unroll
-                    for (int f = 0; f < FANOUT; ++f) atomicAdd(&mine[column[u][f]], 1);
+            for (int u = 0; u < UNROLL; ++u) {
+                const long long e = e0 + u * ROW_THREADS;
+                feature[u] = e < end ? (int)__ldg(x_col + e) : -1;
             }
+            int column[UNROLL][FANOUT];
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+                for (int f = 0; f < FANOUT; ++f)
+                    column[u][f] = feature[u] >= 0
+                        ? __ldg(fanout + (long long)feature[u] * FANOUT + f) : outputs;
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+                for (int f = 0; f < FANOUT; ++f) atomicAdd(&mine[column[u][f]], 1);
         }
-        __syncthreads();
-        if (live) {
-            float* out = y_out + (long long)slot * outputs;
-            int nonzero = 0, saturated = 0;
-            for (int d0 = 0; d0 < outputs; d0 += ROW_THREADS) {
-                const int d = d0 + t;
-                float y = 0.0f;
-                if (d < outputs) {
-                    const int count = mine[d];
-                    mine[d] = 0;
-                    y = activate(__fmul_rn((float)count, term), bias, ymax);
-                    out[d] = y;
-                }
-                nonzero += __popc(__ballot_sync(FULL_MASK, y > 0.0f));
-                saturated += __popc(__ballot_sync(FULL_MASK, d < outputs && y == ymax));
+        group_sync(group);                    // the row's counts are complete
+        float* out = y_out + (long long)slot * outputs;
+        int nonzero = 0, saturated = 0;
+        for (int d0 = 0; d0 < outputs; d0 += ROW_THREADS) {
+            const int d = d0 + t;
+            float y = 0.0f;
+            if (d < outputs) {
+                const int count = mine[d];
+                mine[d] = 0;
+                y = activate(__fmul_rn((float)count, term), bias, ymax);
+                out[d] = y;
             }
-            if (t == 0) mine[outputs] = 0;
-            if (lane == 0) {
-                atomicAdd(&row_nonzero[group], nonzero);
-                atomicAdd(&row_saturated[group], saturated);
-            }
+            nonzero += __popc(__ballot_sync(FULL_MASK, y > 0.0f));
+            saturated += __popc(__ballot_sync(FULL_MASK, d < outputs && y == ymax));
         }
-        __syncthreads();
-        if (threadIdx.x < 32) {
-            const int rows = min(GROUPS, hi - first);
-            account_rows(lane < rows, lane < rows ? row_slot[lane] : 0,
-                         lane < rows ? row_nonzero[lane] : 0, lane < rows ? row_saturated[lane] : 0,
-                         outputs, retire, multiplicity, retired, tally.counts, staged + lo);
+        if (t == 0) mine[outputs] = 0;
+        if (t == 0) row_slot[group][held] = slot;
+        if (lane == 0) {
+            atomicAdd(&row_nonzero[group][held], nonzero);
+            atomicAdd(&row_saturated[group][held], saturated);
+        }
+        group_sync(group);                    // its totals complete, the counters zero
+        if (++held == 32) {
+            if (leader) account_held(32);
+            held = 0;
         }
     }
+    if (leader && held > 0) account_held(held);
     publish_rows(tally, staged + lo, active_out, history + 4 * (layer_index + 1));
 }
