@@ -13,7 +13,10 @@ set -euo pipefail
 old_spdnn=$(realpath "$1") out=$2 rounds=$3
 shift 3
 cd "$(dirname "$0")/.."
-new=$PWD old=$(mktemp -d)
+# both trees run from fresh copies: the same code has run up to 30% slower at N = 1024 from
+# the working tree than from a copy (a process-setup effect, bench/results/march-threads-ab-*)
+new=$(mktemp -d) old=$(mktemp -d)
+cp -r scripts spdnn "$new/"
 cp -r scripts "$old/"
 cp -r "$old_spdnn" "$old/spdnn"
 mkdir -p "$out"
@@ -27,4 +30,4 @@ for round in $(seq "$rounds"); do
         echo "$tree $round:"; grep -E " L=[0-9]+: " "$out/ab-$tree-$round.log"
     done
 done
-rm -rf "$old"
+rm -rf "$new" "$old"
