@@ -86,6 +86,18 @@ def test_counting_first_layer_matches_the_cpu_in_any_row_groups(rng, monkeypatch
     engine.multiprocessors = 1
     assert_same(network, features, engine)
     assert engine.kernel_kind(0) == "first" and engine._first.row_warps == row_warps
+    assert engine.layers[0].layout.circulant
+
+
+def test_counting_first_layer_without_a_circulant_fanout_matches_the_cpu(rng):
+    # the first layer's inputs shuffled: the counting kernel reads the fanout per feature
+    network = generate.radixnet(4096, 4, seed=int(rng.integers(1 << 30)))
+    first = network.layers[0][rng.permutation(4096)]
+    network = Network(4096, [first, *network.layers[1:4]], network.bias)
+    features = generate.features(4096, 700, seed=int(rng.integers(1 << 30)))
+    engine = CudaEngine()
+    assert_same(network, features, engine)
+    assert engine.kernel_kind(0) == "first" and not engine.layers[0].layout.circulant
 
 def test_networks_wider_than_16_bit_indices_match_the_cpu(rng):
     neurons = (1 << 16) + 37         # feature and weight indices take 32 bits

@@ -14,6 +14,7 @@ from conftest import random_features, random_network, reference_categories
 from spdnn import generate
 from spdnn.backends.layout import (
     MAX_PATTERN_INPUTS,
+    circulant,
     distinct_columns,
     input_fanout,
     layer_layouts,
@@ -22,6 +23,7 @@ from spdnn.backends.layout import (
     tile_rows,
 )
 from spdnn.challenge import YMAX
+from spdnn.io import tsv
 from spdnn.network import Network
 
 
@@ -181,3 +183,31 @@ def test_input_fanout_lists_every_column_an_input_feeds(rng):
     twice = index.copy()
     twice[3, 1] = twice[3, 0]
     assert input_fanout(twice, 30) is None
+
+
+def permuted_inputs(network: Network, rng) -> Network:
+    """The network with the inputs (rows) of its first layer shuffled."""
+    first = network.layers[0][rng.permutation(network.neurons)]
+    return Network(network.neurons, [first, *network.layers[1:]], network.bias)
+
+
+def test_radixnet_first_layer_fanout_is_circulant_until_its_inputs_move(rng):
+    network = generate.radixnet(1024, 2, seed=int(rng.integers(1 << 30)))
+    layout = next(layer_layouts(network, 1 << 15))
+    assert layout.circulant
+    shifts = layout.fanout[0].astype(np.int64)
+    for i in rng.integers(0, 1024, size=50):
+        assert set(layout.fanout[i]) == set(((i + shifts) % layout.outputs).tolist())
+    moved = next(layer_layouts(permuted_inputs(network, rng), 1 << 15))
+    assert moved.fanout is not None and not moved.circulant
+    one_off = layout.fanout.copy()
+    one_off[7] = np.sort((one_off[7] + 1) % layout.outputs)
+    assert not circulant(one_off, layout.outputs)
+    padded = np.full_like(layout.fanout, layout.outputs)      # inputs feeding no column
+    assert not circulant(padded, layout.outputs)
+
+
+def test_official_first_layer_fanout_is_circulant(official):
+    weights = tsv.read_weights(official / "neuron1024" / "n1024-l1.tsv.gz", 1024)
+    layout = next(layer_layouts(Network(1024, [weights], -0.3), 1 << 15))
+    assert layout.circulant and layout.outputs == 64

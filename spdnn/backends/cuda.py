@@ -6,7 +6,8 @@ of a batch. The layer kernel (kernels/layer.cu) computes the active slots, drops
 that die and retires the rows that are all YMAX when every later layer keeps them so,
 writing the next active list itself: no host round trip per layer. Two shapes of
 constant-weight layer have faster kernels of their own: a first layer whose features and
-weights are powers of two counts (kernels/first.cu), and a layer whose columns all read a
+weights are powers of two counts (kernels/first.cu: each feature once where the fanout is
+circulant, as in RadiX-Net), and a layer whose columns all read a
 few inputs in one order replays that order on registers (kernels/pattern.cu); both are
 exact for any input that meets their conditions. The host learns the active count a few
 layers late, through pinned memory, and stops launching once nothing is left to compute;
@@ -82,10 +83,16 @@ LIST_PENDING = -2
 """listed[0] while a list launched ahead has not run (the kernel writes -1 when it skips)."""
 PATTERN_THREADS = 512
 FIRST_THREADS = 512
-FIRST_SHARED_BYTES = 24 * 1024
+FIRST_SHARED_BYTES = 48 * 1024
 """Shared memory of a first-layer block: the counters of the rows it works on at once."""
 FEATURES_PER_THREAD = 8
 """The first layer gives a row about this many of its features per thread."""
+
+
+def first_counters(layout) -> int:
+    """Return the counters of one row of the counting first layer (kernels/first.cu): two
+    sets of `outputs` when the fanout is circulant, else `outputs` and one for padding."""
+    return 2 * layout.outputs if layout.circulant else layout.outputs + 1
 
 
 def _cupy():
@@ -503,9 +510,10 @@ class CudaEngine:
     def _first_plan(self, layer: DeviceLayer, first: FirstLayer) -> LayerPlan:
         outputs = layer.outputs
         groups = FIRST_THREADS // 32 // first.row_warps
-        shared = groups * (outputs + 1) * 4
+        shared = groups * first_counters(layer.layout) * 4
         function = kernel("first.cu", "first_layer", THREADS=FIRST_THREADS,
                           ROW_WARPS=first.row_warps, FANOUT=layer.fanout.shape[1],
+                          CIRCULANT=int(layer.layout.circulant), OUTPUTS=outputs,
                           FEATURE_INDEX_BYTES=self.feature_index.itemsize)
         if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
             function.max_dynamic_shared_size_bytes = shared
@@ -530,7 +538,7 @@ class CudaEngine:
                 or layout.width >= 2 ** 24:
             return None
         warps = FIRST_THREADS // 32
-        groups_fit = FIRST_SHARED_BYTES // ((layout.outputs + 1) * 4)
+        groups_fit = FIRST_SHARED_BYTES // (first_counters(layout) * 4)
         if groups_fit < 1:
             return None
         wanted = int(row_features // (32 * FEATURES_PER_THREAD))     # warps a row keeps busy

@@ -47,7 +47,10 @@ class LayerLayout:
     `pattern` is set when every column reads its entries from a few distinct inputs in one
     shared order, entry k reading `sources[pattern[k], d]` (RadiX-Net's first block: two
     inputs, alternating); `fanout[i]` lists the columns that input i feeds, padded with
-    `outputs` (the first layer, whose inputs are the features).
+    `outputs` (the first layer, whose inputs are the features). `circulant` says that input
+    i feeds exactly the columns (i + s) mod outputs for each s in fanout[0] (RadiX-Net's
+    first layer, official files included): then counting a row's inputs by their index mod
+    outputs gives every column's count as a sum of len(fanout[0]) of those counts.
     """
 
     inputs: int
@@ -62,6 +65,7 @@ class LayerLayout:
     pattern: tuple[int, ...] | None = None
     sources: np.ndarray | None = None
     fanout: np.ndarray | None = None
+    circulant: bool = False
 
     @property
     def stride(self) -> int:
@@ -277,6 +281,16 @@ def input_fanout(index: np.ndarray, inputs: int) -> np.ndarray | None:
     return fanout
 
 
+def circulant(fanout: np.ndarray, outputs: int) -> bool:
+    """Return whether every input i feeds exactly the columns (i + s) mod `outputs`, s in
+    fanout[0], as `input_fanout` lists them (in ascending order, padding last)."""
+    if outputs < 1 or np.any(fanout[0] >= outputs):
+        return False
+    inputs = np.arange(fanout.shape[0], dtype=np.int64)[:, None]
+    expected = np.sort((inputs + fanout[0].astype(np.int64)[None, :]) % outputs, axis=1)
+    return bool(np.array_equal(expected, fanout))
+
+
 def _renumber(found: DistinctColumns, previous: np.ndarray, inputs: int,
               tile_floats: int, first: bool = False) -> LayerLayout:
     """Return the kernels' layout of `found`, whose inputs are `previous`'s classes."""
@@ -297,6 +311,8 @@ def _renumber(found: DistinctColumns, previous: np.ndarray, inputs: int,
     if constant and width:
         if first:
             shapes["fanout"] = input_fanout(raw, inputs)
+            if shapes["fanout"] is not None:
+                shapes["circulant"] = circulant(shapes["fanout"], outputs)
         found_pattern = shared_pattern(raw)
         if found_pattern is not None:
             shapes["pattern"], shapes["sources"] = found_pattern

@@ -8,6 +8,13 @@
 // outputs. The feature values are never read: only the column index of each non-zero
 // (2 bytes with 16-bit indices, features.cuh) instead of index and value.
 //
+// With CIRCULANT (layout.py's `circulant`: input i feeds the columns (i + s) mod OUTPUTS
+// for each s in fanout[0], the shifts; RadiX-Net's first layer, official files included,
+// has shifts OUTPUTS - 1 and 0), the kernel counts each feature once, at its index mod
+// OUTPUTS, without reading the fanout, and column d's count is the sum over the shifts s of
+// the counts at (d - s) mod OUTPUTS. A group then keeps two sets of counters and alternates
+// them by row, so that one is cleared while the other is read.
+//
 // A block owns the active rows [lo, hi) (rows_fate.cuh) and splits them among GROUPS
 // groups of ROW_WARPS warps; each group takes its rows one after another on its own,
 // synchronising only its own warps (a warp sync, or a named barrier for several warps),
@@ -28,10 +35,21 @@
 #ifndef FANOUT
 #define FANOUT 2             // columns listed per feature (padded with `outputs`)
 #endif
+#ifndef CIRCULANT
+#define CIRCULANT 0          // 1: the fanout is circulant (then OUTPUTS is the layer's outputs)
+#endif
+#ifndef OUTPUTS
+#define OUTPUTS 64
+#endif
 #define WARPS (THREADS / 32)
 #define GROUPS (WARPS / ROW_WARPS)
 #define ROW_THREADS (ROW_WARPS * 32)
 #define UNROLL 4
+#if CIRCULANT
+#define ROW_COUNTERS (2 * OUTPUTS)
+#else
+#define ROW_COUNTERS (outputs + 1)     // the last counter takes the padding
+#endif
 
 #if ROW_WARPS > 1 && GROUPS > 15
 #error "groups of several warps take the named barriers 1 .. GROUPS"
@@ -69,7 +87,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             unsigned char* __restrict__ retired, int* __restrict__ staged,
             const int* __restrict__ fanout, int outputs, float term, float bias, float ymax,
       const int* __restrict__ retire_layer) {
-    extern __shared__ int counts[];          // GROUPS rows of outputs + 1 counters
+    extern __shared__ int counts[];          // GROUPS rows of ROW_COUNTERS counters
     __shared__ RowTally tally;
     __shared__ int row_slot[GROUPS][32], row_nonzero[GROUPS][32], row_saturated[GROUPS][32];
 
@@ -80,7 +98,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     int lo, hi;
     block_rows(n, lo, hi);
     start_tally(tally);
-    const int stride = outputs + 1;           // the last counter takes the padding
+    const int stride = ROW_COUNTERS;
     for (int i = threadIdx.x; i < GROUPS * stride; i += THREADS) counts[i] = 0;
     for (int i = threadIdx.x; i < GROUPS * 32; i += THREADS)
         row_nonzero[i / 32][i % 32] = row_saturated[i / 32][i % 32] = 0;
@@ -101,6 +119,10 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     for (int r = lo + group; r < hi; r += GROUPS) {
         const int slot = active_in[r];
         const long long begin = x_ptr[slot], end = x_ptr[slot + 1];
+#if CIRCULANT
+        int* row_counts = mine + (held & 1) * OUTPUTS;     // held is even at every 32 rows
+        int* next_counts = mine + (~held & 1) * OUTPUTS;
+#endif
         for (long long e0 = begin + t; e0 < end; e0 += UNROLL * ROW_THREADS) {
             int feature[UNROLL];
 #pragma unroll
@@ -108,6 +130,11 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
                 const long long e = e0 + u * ROW_THREADS;
                 feature[u] = e < end ? (int)__ldg(x_col + e) : -1;
             }
+#if CIRCULANT
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u)
+                if (feature[u] >= 0) atomicAdd(&row_counts[feature[u] % OUTPUTS], 1);
+#else
             int column[UNROLL][FANOUT];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u)
@@ -119,6 +146,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             for (int u = 0; u < UNROLL; ++u)
 #pragma unroll
                 for (int f = 0; f < FANOUT; ++f) atomicAdd(&mine[column[u][f]], 1);
+#endif
         }
         group_sync(group);                    // the row's counts are complete
         float* out = y_out + (long long)slot * outputs;
@@ -127,15 +155,25 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             const int d = d0 + t;
             float y = 0.0f;
             if (d < outputs) {
+#if CIRCULANT
+                int count = 0;
+#pragma unroll
+                for (int f = 0; f < FANOUT; ++f)     // the shifts: input 0's columns
+                    count += row_counts[(d + OUTPUTS - __ldg(fanout + f)) % OUTPUTS];
+                next_counts[d] = 0;      // last read by the row before, next counted into
+#else
                 const int count = mine[d];
                 mine[d] = 0;
+#endif
                 y = activate(__fmul_rn((float)count, term), bias, ymax);
                 out[d] = y;
             }
             nonzero += __popc(__ballot_sync(FULL_MASK, y > 0.0f));
             saturated += __popc(__ballot_sync(FULL_MASK, d < outputs && y == ymax));
         }
+#if !CIRCULANT
         if (t == 0) mine[outputs] = 0;
+#endif
         if (t == 0) row_slot[group][held] = slot;
         if (lane == 0) {
             atomicAdd(&row_nonzero[group][held], nonzero);
