@@ -95,15 +95,6 @@ def first_counters(layout) -> int:
     return 2 * layout.outputs if layout.circulant else layout.outputs + 1
 
 
-def whole_chunks(indices: np.ndarray) -> np.ndarray:
-    """Return `indices` with zeros appended up to whole 16-byte chunks: the counting first
-    layer (kernels/first.cu) loads a row's feature indices 16 bytes at a time."""
-    per_chunk = 16 // indices.itemsize
-    padded = np.zeros(-(-max(indices.size, 1) // per_chunk) * per_chunk, indices.dtype)
-    padded[:indices.size] = indices
-    return padded
-
-
 def _cupy():
     import cupy
 
@@ -609,8 +600,7 @@ class CudaEngine:
                    self._scratch_state(batch_rows))
         self._first = self._first_layer(rows.data, rows.nnz / max(1, live.size))
         loaded = Features(live, cp.asarray(rows.indptr.astype(np.int64)),
-                          cp.asarray(whole_chunks(rows.indices.astype(self.feature_index))),
-                          cp.asarray(rows.data),
+                          cp.asarray(rows.indices.astype(self.feature_index)), cp.asarray(rows.data),
                           batch_rows, buffers)
         self._warm_up(loaded)
         if self.graphs:        # capture the graphs of the first layers, outside any timing

@@ -6,8 +6,7 @@
 // each feature adds 1 to the counters of the columns in fanout[feature] (shared-memory
 // integer atomics, so the order does not matter), then the counts become the layer's
 // outputs. The feature values are never read: only the column index of each non-zero
-// (2 bytes with 16-bit indices, features.cuh) instead of index and value, loaded 16 bytes
-// at a time.
+// (2 bytes with 16-bit indices, features.cuh) instead of index and value.
 //
 // With CIRCULANT (layout.py's `circulant`: input i feeds the columns (i + s) mod OUTPUTS
 // for each s in fanout[0], the shifts; RadiX-Net's first layer, official files included,
@@ -45,7 +44,7 @@
 #define WARPS (THREADS / 32)
 #define GROUPS (WARPS / ROW_WARPS)
 #define ROW_THREADS (ROW_WARPS * 32)
-#define CHUNK (16 / FEATURE_INDEX_BYTES)   // feature indices in one 16-byte load
+#define UNROLL 4
 #if CIRCULANT
 #define ROW_COUNTERS (2 * OUTPUTS)
 #else
@@ -124,35 +123,29 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
         int* row_counts = mine + (held & 1) * OUTPUTS;     // held is even at every 32 rows
         int* next_counts = mine + (~held & 1) * OUTPUTS;
 #endif
-        // the row's indices in aligned 16-byte chunks, CHUNK to a lane at a time (the upload
-        // pads x_col to whole chunks); entries of a chunk outside [begin, end) are skipped
-        const uint4* chunks = reinterpret_cast<const uint4*>(x_col);
-        for (long long c = begin / CHUNK + t; c * CHUNK < end; c += ROW_THREADS) {
-            const uint4 loaded = __ldg(chunks + c);
-            const unsigned words[4] = {loaded.x, loaded.y, loaded.z, loaded.w};
-            int feature[CHUNK];
+        for (long long e0 = begin + t; e0 < end; e0 += UNROLL * ROW_THREADS) {
+            int feature[UNROLL];
 #pragma unroll
-            for (int j = 0; j < CHUNK; ++j) {
-                const long long e = c * CHUNK + j;
-                const int index = FEATURE_INDEX_BYTES == 2
-                    ? (int)((words[j / 2] >> ((j & 1) * 16)) & 0xffffu) : (int)words[j];
-                feature[j] = e >= begin && e < end ? index : -1;
+            for (int u = 0; u < UNROLL; ++u) {
+                const long long e = e0 + u * ROW_THREADS;
+                feature[u] = e < end ? (int)__ldg(x_col + e) : -1;
             }
 #if CIRCULANT
 #pragma unroll
-            for (int j = 0; j < CHUNK; ++j)
-                if (feature[j] >= 0) atomicAdd(&row_counts[feature[j] % OUTPUTS], 1);
+            for (int u = 0; u < UNROLL; ++u)
+                if (feature[u] >= 0) atomicAdd(&row_counts[feature[u] % OUTPUTS], 1);
 #else
+            int column[UNROLL][FANOUT];
 #pragma unroll
-            for (int j = 0; j < CHUNK; ++j) {
-                int column[FANOUT];
+            for (int u = 0; u < UNROLL; ++u)
 #pragma unroll
                 for (int f = 0; f < FANOUT; ++f)
-                    column[f] = feature[j] >= 0
-                        ? __ldg(fanout + (long long)feature[j] * FANOUT + f) : outputs;
+                    column[u][f] = feature[u] >= 0
+                        ? __ldg(fanout + (long long)feature[u] * FANOUT + f) : outputs;
 #pragma unroll
-                for (int f = 0; f < FANOUT; ++f) atomicAdd(&mine[column[f]], 1);
-            }
+            for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+                for (int f = 0; f < FANOUT; ++f) atomicAdd(&mine[column[u][f]], 1);
 #endif
         }
         group_sync(group);                    // the row's counts are complete
