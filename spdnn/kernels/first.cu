@@ -19,9 +19,9 @@
 // groups of ROW_WARPS warps; each group takes its rows one after another on its own,
 // synchronising only its own warps (a warp sync, or a named barrier for several warps),
 // so that a long row holds up its group and not the block. The group's first warp keeps
-// the fates of up to 32 rows in shared memory and accounts them together, one per lane. Built at run time
-// by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c` compile this file
-// standalone.
+// the fates of up to 32 rows in shared memory and accounts them together, one per lane.
+// Built at run time by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c`
+// compile this file standalone.
 
 #include "features.cuh"
 #include "rows_fate.cuh"
