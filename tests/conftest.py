@@ -69,3 +69,9 @@ def random_features(rng, rows: int, neurons: int, density=0.2, duplicates=True):
         dense[rng.integers(0, rows, size=copies.size)] = dense[copies]
     dense[-1, rng.integers(0, neurons)] = 1
     return sp.csr_matrix(dense)
+
+
+def permuted_inputs(network: Network, rng) -> Network:
+    """The network with the inputs (rows) of its first layer shuffled."""
+    first = network.layers[0][rng.permutation(network.neurons)]
+    return Network(network.neurons, [first, *network.layers[1:]], network.bias)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import OFFICIAL, random_features, random_network
+from conftest import OFFICIAL, permuted_inputs, random_features, random_network
 
 from spdnn import challenge, generate
 from spdnn.backends import cuda_available
@@ -91,9 +91,7 @@ def test_counting_first_layer_matches_the_cpu_in_any_row_groups(rng, monkeypatch
 
 def test_counting_first_layer_without_a_circulant_fanout_matches_the_cpu(rng):
     # the first layer's inputs shuffled: the counting kernel reads the fanout per feature
-    network = generate.radixnet(4096, 4, seed=int(rng.integers(1 << 30)))
-    first = network.layers[0][rng.permutation(4096)]
-    network = Network(4096, [first, *network.layers[1:4]], network.bias)
+    network = permuted_inputs(generate.radixnet(4096, 4, seed=int(rng.integers(1 << 30))), rng)
     features = generate.features(4096, 700, seed=int(rng.integers(1 << 30)))
     engine = CudaEngine()
     assert_same(network, features, engine)

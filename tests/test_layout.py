@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import random_features, random_network, reference_categories
+from conftest import permuted_inputs, random_features, random_network, reference_categories
 
 from spdnn import generate
 from spdnn.backends.layout import (
@@ -183,12 +183,6 @@ def test_input_fanout_lists_every_column_an_input_feeds(rng):
     twice = index.copy()
     twice[3, 1] = twice[3, 0]
     assert input_fanout(twice, 30) is None
-
-
-def permuted_inputs(network: Network, rng) -> Network:
-    """The network with the inputs (rows) of its first layer shuffled."""
-    first = network.layers[0][rng.permutation(network.neurons)]
-    return Network(network.neurons, [first, *network.layers[1:]], network.bias)
 
 
 def test_radixnet_first_layer_fanout_is_circulant_until_its_inputs_move(rng):
