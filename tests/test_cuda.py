@@ -97,6 +97,17 @@ def test_counting_first_layer_without_a_circulant_fanout_matches_the_cpu(rng):
     assert_same(network, features, engine)
     assert engine.kernel_kind(0) == "first" and not engine.layers[0].layout.circulant
 
+def test_counting_first_layer_with_outputs_not_a_multiple_of_4_matches_the_cpu(rng):
+    # one weight value in the first layer, an odd count of distinct columns: the kernel
+    # writes its outputs one by one (VEC = 1) rather than 4 at once
+    network = random_network(rng, 1001, 4, -0.5, per_column=(3, 4))
+    network.layers[0].data[:] = 0.5
+    features = random_features(rng, 400, 1001, density=0.05)
+    engine = CudaEngine()
+    assert_same(network, features, engine)
+    assert engine.kernel_kind(0) == "first" and engine.layers[0].layout.outputs % 4 != 0
+
+
 def test_networks_wider_than_16_bit_indices_match_the_cpu(rng):
     neurons = (1 << 16) + 37         # feature and weight indices take 32 bits
     network = random_network(rng, neurons, 2, -0.5, per_column=(1, 4))

@@ -91,8 +91,9 @@ FEATURES_PER_THREAD = 8
 
 def first_counters(layout) -> int:
     """Return the counters of one row of the counting first layer (kernels/first.cu): two
-    sets of `outputs` when the fanout is circulant, else `outputs` and one for padding."""
-    return 2 * layout.outputs if layout.circulant else layout.outputs + 1
+    sets of `outputs` when the fanout is circulant, else `outputs` and one for padding,
+    rounded up to a multiple of 4 (rows of counters stay 16-byte aligned)."""
+    return 2 * layout.outputs if layout.circulant else (layout.outputs + 4) & ~3
 
 
 def _cupy():
@@ -514,6 +515,7 @@ class CudaEngine:
         function = kernel("first.cu", "first_layer", THREADS=FIRST_THREADS,
                           ROW_WARPS=first.row_warps, FANOUT=layer.fanout.shape[1],
                           CIRCULANT=int(layer.layout.circulant), OUTPUTS=outputs,
+                          VEC=4 if outputs % 4 == 0 else 1,
                           FEATURE_INDEX_BYTES=self.feature_index.itemsize)
         if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
             function.max_dynamic_shared_size_bytes = shared

@@ -20,6 +20,8 @@
 // synchronising only its own warps (a warp sync, or a named barrier for several warps),
 // so that a long row holds up its group and not the block. The group's first warp keeps
 // the fates of up to 32 rows in shared memory and accounts them together, one per lane.
+// A row's slot and feature offsets are fetched while the row before it is worked on; with
+// VEC = 4 a thread writes 4 outputs at once (16-byte stores) and clears 4 counters.
 // Built at run time by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c`
 // compile this file standalone.
 
@@ -41,6 +43,9 @@
 #ifndef OUTPUTS
 #define OUTPUTS 64
 #endif
+#ifndef VEC
+#define VEC 1                // outputs a thread writes at once: 4 when outputs % 4 == 0
+#endif
 #define WARPS (THREADS / 32)
 #define GROUPS (WARPS / ROW_WARPS)
 #define ROW_THREADS (ROW_WARPS * 32)
@@ -48,7 +53,14 @@
 #if CIRCULANT
 #define ROW_COUNTERS (2 * OUTPUTS)
 #else
-#define ROW_COUNTERS (outputs + 1)     // the last counter takes the padding
+#define ROW_COUNTERS ((outputs + 4) & ~3)     // the counter at outputs takes the padding
+#endif
+
+#if VEC != 1 && VEC != 4
+#error "VEC is 1 or 4"
+#endif
+#if CIRCULANT && OUTPUTS % VEC != 0
+#error "VEC divides OUTPUTS"
 #endif
 
 #if ROW_WARPS > 1 && GROUPS > 15
@@ -87,7 +99,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             unsigned char* __restrict__ retired, int* __restrict__ staged,
             const int* __restrict__ fanout, int outputs, float term, float bias, float ymax,
       const int* __restrict__ retire_layer) {
-    extern __shared__ int counts[];          // GROUPS rows of ROW_COUNTERS counters
+    extern __shared__ __align__(16) int counts[];   // GROUPS rows of ROW_COUNTERS counters
     __shared__ RowTally tally;
     __shared__ int row_slot[GROUPS][32], row_nonzero[GROUPS][32], row_saturated[GROUPS][32];
 
@@ -116,9 +128,24 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
                      outputs, retire, multiplicity, retired, tally.counts, staged + lo);
         row_nonzero[group][lane] = row_saturated[group][lane] = 0;
     };
+    // the next row's slot is fetched as a row starts and its offsets once the row is
+    // counted, so that a row starts without waiting on two dependent loads
+    int slot_next = lo + group < hi ? active_in[lo + group] : 0;
+    long long begin_next = 0;
+    int length_next = 0;
+    if (lo + group < hi) {
+        begin_next = x_ptr[slot_next];
+        length_next = (int)(x_ptr[slot_next + 1] - begin_next);
+    }
+#if CIRCULANT
+    int shift[FANOUT];                        // OUTPUTS - input 0's columns (the shifts)
+#pragma unroll
+    for (int f = 0; f < FANOUT; ++f) shift[f] = OUTPUTS - __ldg(fanout + f);
+#endif
     for (int r = lo + group; r < hi; r += GROUPS) {
-        const int slot = active_in[r];
-        const long long begin = x_ptr[slot], end = x_ptr[slot + 1];
+        const int slot = slot_next;
+        const long long begin = begin_next, end = begin_next + length_next;
+        if (r + GROUPS < hi) slot_next = active_in[r + GROUPS];
 #if CIRCULANT
         int* row_counts = mine + (held & 1) * OUTPUTS;     // held is even at every 32 rows
         int* next_counts = mine + (~held & 1) * OUTPUTS;
@@ -148,29 +175,51 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
                 for (int f = 0; f < FANOUT; ++f) atomicAdd(&mine[column[u][f]], 1);
 #endif
         }
+        if (r + GROUPS < hi) {
+            begin_next = x_ptr[slot_next];
+            length_next = (int)(x_ptr[slot_next + 1] - begin_next);
+        }
         group_sync(group);                    // the row's counts are complete
         float* out = y_out + (long long)slot * outputs;
-        int nonzero = 0, saturated = 0;
-        for (int d0 = 0; d0 < outputs; d0 += ROW_THREADS) {
-            const int d = d0 + t;
-            float y = 0.0f;
-            if (d < outputs) {
+        int nonzero = 0, saturated = 0;      // over this thread's outputs, then its warp's
+        for (int d = t * VEC; d < outputs; d += ROW_THREADS * VEC) {
+            int count[VEC];
 #if CIRCULANT
-                int count = 0;
 #pragma unroll
-                for (int f = 0; f < FANOUT; ++f)     // the shifts: input 0's columns
-                    count += row_counts[(d + OUTPUTS - __ldg(fanout + f)) % OUTPUTS];
-                next_counts[d] = 0;      // last read by the row before, next counted into
-#else
-                const int count = mine[d];
-                mine[d] = 0;
-#endif
-                y = activate(__fmul_rn((float)count, term), bias, ymax);
-                out[d] = y;
+            for (int v = 0; v < VEC; ++v) {
+                count[v] = 0;
+#pragma unroll
+                for (int f = 0; f < FANOUT; ++f) {
+                    const int c = d + v + shift[f];      // (d + v - shift) mod OUTPUTS
+                    count[v] += row_counts[c < OUTPUTS ? c : c - OUTPUTS];
+                }
             }
-            nonzero += __popc(__ballot_sync(FULL_MASK, y > 0.0f));
-            saturated += __popc(__ballot_sync(FULL_MASK, d < outputs && y == ymax));
+            int* cleared = next_counts + d;  // last read by the row before, next counted into
+#elif VEC == 4
+            const int4 counted = *reinterpret_cast<const int4*>(mine + d);
+            count[0] = counted.x, count[1] = counted.y, count[2] = counted.z, count[3] = counted.w;
+            int* cleared = mine + d;
+#else
+            count[0] = mine[d];
+            int* cleared = mine + d;
+#endif
+            float y[VEC];
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) {
+                y[v] = activate(__fmul_rn((float)count[v], term), bias, ymax);
+                nonzero += y[v] > 0.0f;
+                saturated += y[v] == ymax;
+            }
+#if VEC == 4
+            *reinterpret_cast<int4*>(cleared) = make_int4(0, 0, 0, 0);
+            *reinterpret_cast<float4*>(out + d) = make_float4(y[0], y[1], y[2], y[3]);
+#else
+            *cleared = 0;
+            out[d] = y[0];
+#endif
         }
+        nonzero = warp_sum(nonzero);
+        saturated = warp_sum(saturated);
 #if !CIRCULANT
         if (t == 0) mine[outputs] = 0;
 #endif
