@@ -26,7 +26,7 @@ pytestmark = pytest.mark.gpu
 if not cuda_available():
     pytest.skip("needs CuPy and a usable CUDA GPU", allow_module_level=True)
 
-from spdnn.backends.cuda import CudaEngine
+from spdnn.backends.cuda import CudaEngine, pattern_vector
 
 DEVICE_DATA = Path(__file__).resolve().parents[1] / ".device-data" / "graphchallenge-1024"
 
@@ -135,19 +135,37 @@ def test_fast_kernels_step_aside_where_their_conditions_fail(rng):
     assert kinds(engine, 3) == ["tile", "pattern", "pattern"]
 
 
-def test_pattern_layers_with_many_rows_per_warp_match_the_cpu(rng):
-    # 20000 rows: each warp of the pattern kernel takes its rows 4, 2 and 1 at a time;
-    # weights 0.07 and uneven features make every sum depend on its order
-    network = generate.radixnet(1024, 7, seed=int(rng.integers(1 << 30)))
+@pytest.mark.parametrize("neurons", [1024, 4096])
+def test_pattern_layers_with_many_rows_per_warp_match_the_cpu(rng, neurons):
+    # 20000 rows: each warp of the pattern kernel takes its rows 4, 2 and 1 at a time (at
+    # 1024, 64 distinct outputs a lane at a time) or 2 and 1 (at 4096, 256 distinct outputs
+    # 4 a lane); weights 0.07 and uneven features make every sum depend on its order
+    network = generate.radixnet(neurons, 7, seed=int(rng.integers(1 << 30)))
     layers = [sp.csr_matrix(layer, dtype=np.float32) for layer in network.layers]
     for layer in layers:
         layer.data[:] = np.float32(0.07)
-    features = generate.features(1024, 20000, seed=int(rng.integers(1 << 30)))
+    features = generate.features(neurons, 20000, seed=int(rng.integers(1 << 30)))
     features.data[:] = rng.uniform(0.5, 4.0, features.nnz).astype(np.float32)
     engine = CudaEngine()
-    found = assert_same(Network(1024, layers, network.bias), features, engine)
+    found = assert_same(Network(neurons, layers, network.bias), features, engine)
     assert kinds(engine, 3) == ["tile", "pattern", "pattern"]
+    assert pattern_vector(engine.layers[1].layout) == (1 if neurons == 1024 else 4)
     assert 15000 < found.active_rows[-1] < found.active_rows[0]
+
+
+def test_pattern_layer_with_scattered_inputs_matches_the_cpu(rng):
+    # the neurons between layers 2 and 3 relabelled (the same function): the sources of
+    # a lane's 4 outputs are no longer 4 consecutive inputs, so it reads them one by one
+    network = generate.radixnet(4096, 5, seed=int(rng.integers(1 << 30)))
+    layers = [sp.csr_matrix(layer, dtype=np.float32) for layer in network.layers]
+    relabel = rng.permutation(4096)
+    layers[1], layers[2] = layers[1][:, relabel], layers[2][relabel, :]
+    features = generate.features(4096, 3000, seed=int(rng.integers(1 << 30)))
+    engine = CudaEngine()
+    assert_same(Network(4096, layers, network.bias), features, engine)
+    layout = engine.layers[1].layout
+    assert engine.kernel_kind(1) == "pattern" and pattern_vector(layout) == 4
+    assert np.mean(np.diff(layout.sources, axis=1) == 1) < 0.5
 
 
 def test_saturated_rows_retire_only_when_later_layers_keep_them(rng):

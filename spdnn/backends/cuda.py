@@ -96,6 +96,14 @@ def first_counters(layout) -> int:
     return 2 * layout.outputs if layout.circulant else (layout.outputs + 4) & ~3
 
 
+def pattern_vector(layout) -> int:
+    """Return the outputs a lane of the pattern kernel (kernels/pattern.cu) takes at once:
+    4 where rows of inputs and of outputs stay 16-byte aligned and a step of 128 outputs
+    divides the row (and the lane's few distinct inputs leave registers to spare), else 1."""
+    fits = layout.outputs % 128 == 0 and layout.inputs % 4 == 0 and layout.sources.shape[0] <= 2
+    return 4 if fits else 1
+
+
 def _cupy():
     import cupy
 
@@ -485,7 +493,7 @@ class CudaEngine:
             elif not sparse and self._pattern_layer(index):
                 function = kernel("pattern.cu", "pattern_layer", THREADS=PATTERN_THREADS,
                                   PATTERN='"' + "".join(map(str, layout.pattern)) + '"',
-                                  UNIQUE=layout.sources.shape[0])
+                                  UNIQUE=layout.sources.shape[0], VEC=pattern_vector(layout))
                 plan = LayerPlan("pattern", function,
                                  self._blocks(function, PATTERN_THREADS, 0), PATTERN_THREADS, 0,
                                  (layer.sources, np.int32(layout.inputs),

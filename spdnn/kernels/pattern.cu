@@ -9,14 +9,18 @@
 // memory beyond the inputs themselves: a layer costs about its bytes and its additions.
 //
 // A block owns the active rows [lo, hi) (rows_fate.cuh) and takes up to CHUNK of them at
-// a time. It cuts them into groups of 4 rows (the last ones 2 and 1) and, when there are
-// fewer groups than warps to keep busy, each group's outputs into slices; the warps share
-// out the (group, slice) units. A thread carries UNROLL outputs in flight: 32 apart along
-// each row of its group, UNROLL / rows steps of 32 outputs each, so the index loads of a
-// step serve every row of the group and a lone row still keeps UNROLL loads in flight.
-// Threads count their non-zero and YMAX outputs in registers; a warp adds them up once per
-// unit into the block's per-row counters. Needs outputs % 32 == 0. Built at run time by
-// CuPy (NVRTC) with -D options; the defaults below let `nvcc -c` compile this file alone.
+// a time. It cuts them into groups of UNROLL rows (the last ones fewer, halving) and, when
+// there are fewer groups than warps to keep busy, each group's outputs into slices; the
+// warps share out the (group, slice) units. A step is 32 x VEC outputs, VEC consecutive
+// ones a lane; a thread carries UNROLL vectors in flight: along each row of its group,
+// UNROLL / rows steps each, so the index loads of a step serve every row of the group and
+// a lone row still keeps UNROLL vectors in flight. With VEC = 4 a lane loads its sources
+// 4 at once, writes its outputs 4 at once, and reads 4 consecutive, aligned inputs with
+// one 16-byte load (RadiX-Net's sources are shifts: the inputs of consecutive outputs
+// are mostly consecutive). Threads count their non-zero and YMAX outputs in registers; a
+// warp adds them up once per unit into the block's per-row counters. Needs outputs a
+// multiple of 32 x VEC, and inputs of VEC. Built at run time by CuPy (NVRTC) with -D
+// options; the defaults below let `nvcc -c` compile this file alone.
 
 #include "rows_fate.cuh"
 
@@ -28,14 +32,63 @@
 #ifndef THREADS
 #define THREADS 512
 #endif
-#define UNROLL 4             // outputs a thread has in flight: rows go 4, 2, 1 at once
+#ifndef VEC
+#define VEC 1                // consecutive outputs of a lane: 1 or 4
+#endif
+#if VEC == 4
+#define LOG_UNROLL 1         // vectors a thread has in flight: rows go 2, 1 at once
+#elif VEC == 1
+#define LOG_UNROLL 2         // rows go 4, 2, 1 at once
+#else
+#error "VEC is 1 or 4"
+#endif
+#define UNROLL (1 << LOG_UNROLL)
+#define STEP (32 * VEC)      // outputs of a step: VEC a lane
 #define WARPS (THREADS / 32)
 #define CHUNK 256            // rows a block counts at a time
 #define UNITS_PER_WARP 4     // slice groups until there are about this many units a warp
 
 __device__ __forceinline__ constexpr int order(int k) { return PATTERN[k] - '0'; }
 
-// Compute steps [begin, end) (32 outputs a step) of the 2^SHIFT rows in slots[0 ...] and
+// VEC sources of a lane: the inputs of its VEC consecutive outputs.
+struct Sources {
+    int at[VEC];
+};
+
+__device__ __forceinline__ Sources load_sources(const int* __restrict__ from) {
+    Sources s;
+#if VEC == 4
+    const int4 v = __ldg(reinterpret_cast<const int4*>(from));
+    s.at[0] = v.x, s.at[1] = v.y, s.at[2] = v.z, s.at[3] = v.w;
+#else
+    s.at[0] = __ldg(from);
+#endif
+    return s;
+}
+
+// The inputs row[s.at[0 .. VEC)]: one 16-byte load where they are 4 consecutive inputs
+// starting at a multiple of 4, two 8-byte loads at a multiple of 2, else one by one.
+__device__ __forceinline__ void gather(const float* __restrict__ row, const Sources& s,
+                                       float* x) {
+#if VEC == 4
+    const bool run = s.at[1] == s.at[0] + 1 && s.at[2] == s.at[0] + 2 && s.at[3] == s.at[0] + 3;
+    if (run && (s.at[0] & 3) == 0) {
+        const float4 v = __ldg(reinterpret_cast<const float4*>(row + s.at[0]));
+        x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+    } else if (run && (s.at[0] & 1) == 0) {
+        const float2 v = __ldg(reinterpret_cast<const float2*>(row + s.at[0]));
+        const float2 w = __ldg(reinterpret_cast<const float2*>(row + s.at[0] + 2));
+        x[0] = v.x, x[1] = v.y, x[2] = w.x, x[3] = w.y;
+    } else {
+#pragma unroll
+        for (int v = 0; v < 4; ++v) x[v] = __ldg(row + s.at[v]);
+    }
+#else
+    x[0] = __ldg(row + s.at[0]);
+#endif
+}
+
+// Compute steps [begin, end) (STEP outputs a step) of the 2^SHIFT rows in slots[0 ...] and
 // add their non-zero and YMAX outputs to the counts of rows `row` ... of the chunk.
 template <int SHIFT>
 __device__ __forceinline__ void pattern_rows(const float* __restrict__ y_in,
@@ -53,35 +106,43 @@ __device__ __forceinline__ void pattern_rows(const float* __restrict__ y_in,
     for (int u = 0; u < UNROLL; ++u) {       // u: row u % TOGETHER, step u / TOGETHER
         const long long slot = slots[u % TOGETHER];
         in[u] = y_in + slot * inputs;
-        out[u] = y_out + slot * outputs + (u / TOGETHER) * 32 + lane;
+        out[u] = y_out + slot * outputs + (u / TOGETHER) * STEP + lane * VEC;
         nonzero[u] = saturated[u] = 0;
     }
     for (int step = begin; step < end; step += PER) {
-        int source[PER][UNIQUE];
+        Sources source[PER][UNIQUE];
 #pragma unroll
         for (int p = 0; p < PER; ++p) {
-            const int d = min(step + p, end - 1) * 32 + lane;
+            const int d = min(step + p, end - 1) * STEP + lane * VEC;
 #pragma unroll
-            for (int k = 0; k < UNIQUE; ++k) source[p][k] = __ldg(sources + k * outputs + d);
+            for (int k = 0; k < UNIQUE; ++k) source[p][k] = load_sources(sources + k * outputs + d);
         }
-        float x[UNROLL][UNIQUE];
+        float x[UNROLL][UNIQUE][VEC];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u)         // every load first, then the sums
 #pragma unroll
-            for (int k = 0; k < UNIQUE; ++k) x[u][k] = __ldg(in[u] + source[u / TOGETHER][k]);
+            for (int k = 0; k < UNIQUE; ++k) gather(in[u], source[u / TOGETHER][k], x[u][k]);
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             if (step + u / TOGETHER >= end) break;   // uniform over the warp
-            float product[UNIQUE];
+            float y[VEC];
 #pragma unroll
-            for (int k = 0; k < UNIQUE; ++k) product[k] = __fmul_rn(x[u][k], weight);
-            float acc = product[order(0)];
+            for (int v = 0; v < VEC; ++v) {
+                float product[UNIQUE];
 #pragma unroll
-            for (int k = 1; k < WIDTH; ++k) acc = __fadd_rn(acc, product[order(k)]);
-            const float y = activate(acc, bias, ymax);
-            out[u][step * 32] = y;
-            nonzero[u] += y > 0.0f;
-            saturated[u] += y == ymax;
+                for (int k = 0; k < UNIQUE; ++k) product[k] = __fmul_rn(x[u][k][v], weight);
+                float acc = product[order(0)];
+#pragma unroll
+                for (int k = 1; k < WIDTH; ++k) acc = __fadd_rn(acc, product[order(k)]);
+                y[v] = activate(acc, bias, ymax);
+                nonzero[u] += y[v] > 0.0f;
+                saturated[u] += y[v] == ymax;
+            }
+#if VEC == 4
+            *reinterpret_cast<float4*>(out[u] + step * STEP) = make_float4(y[0], y[1], y[2], y[3]);
+#else
+            out[u][step * STEP] = y[0];
+#endif
         }
     }
 #pragma unroll
@@ -114,26 +175,38 @@ pattern_layer(const float* __restrict__ y_in, float* __restrict__ y_out,
     start_tally(tally);
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int steps = outputs / 32;
+    const int steps = outputs / STEP;
     for (int first = lo; first < hi; first += CHUNK) {
         const int rows = min(CHUNK, hi - first);
         __syncthreads();                      // the last chunk tallied
         for (int i = threadIdx.x; i < 2 * CHUNK; i += THREADS) counts[i] = 0;
         __syncthreads();
-        const int fours = rows / 4, rest = rows % 4;
-        const int groups = fours + (rest >= 2) + (rest % 2);
+        // groups of UNROLL rows, then one of each power of two in the rest, largest first
+        const int full = rows / UNROLL, rest = rows % UNROLL;
+        const int groups = full + __popc(rest);
         const int slices = max(1, min((UNITS_PER_WARP * WARPS + groups - 1) / groups,
                                       steps / (2 * UNROLL)));
         for (int unit = warp; unit < groups * slices; unit += WARPS) {
             const int g = unit / slices, slice = unit % slices;
             const int begin = (int)((long long)steps * slice / slices);
             const int end = (int)((long long)steps * (slice + 1) / slices);
-            const int row = g < fours ? 4 * g : g == fours && rest >= 2 ? 4 * fours : rows - 1;
+            int row = UNROLL * min(g, full), shift = LOG_UNROLL;
+            if (g >= full) {                  // the (g - full)-th set bit of rest, from the top
+                int skip = g - full;
+                for (shift = LOG_UNROLL - 1; shift > 0; --shift) {
+                    if (!(rest >> shift & 1)) continue;
+                    if (skip-- == 0) break;
+                    row += 1 << shift;
+                }
+            }
             const int* slots = active_in + first + row;
-            if (g < fours)
+#if LOG_UNROLL == 2
+            if (shift == 2)
                 pattern_rows<2>(y_in, y_out, sources, inputs, outputs, weight, bias, ymax,
                                 slots, begin, end, counts, row);
-            else if (g == fours && rest >= 2)
+            else
+#endif
+            if (shift == 1)
                 pattern_rows<1>(y_in, y_out, sources, inputs, outputs, weight, bias, ymax,
                                 slots, begin, end, counts, row);
             else
