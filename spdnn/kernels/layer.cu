@@ -175,10 +175,12 @@ __device__ void close_rows(int shares, int work_tile, int rows, const int* row_s
 }
 
 #define FILL_BATCH 4          // tile elements a thread loads before storing any
+#define QUAD_BATCH 2          // the same in 16-byte loads of 4 elements
 
 // Put input columns [c0, c1) of the work item's rows into the tile (value true) or, for
 // sparse rows, clear what an earlier call put there (value false). All rows at once, a
-// few loads in flight per thread: the loads' latency, not their bytes, is what costs here.
+// few loads in flight per thread: the loads' latency, not their bytes, is what costs here,
+// so dense rows aligned to 16 bytes come 4 inputs a load.
 // Sparse row t's entries are the row_first[t] + (e - row_start[t]) for e in
 // [row_start[t], row_start[t + 1]).
 __device__ __forceinline__ void fill_tile(float* tile, int rows, const int* row_slot,
@@ -210,6 +212,33 @@ __device__ __forceinline__ void fill_tile(float* tile, int rows, const int* row_
     }
 #else
     const int span = c1 - c0, total = rows * span;
+    if (((inputs | c0 | span) & 3) == 0) {      // rows 16-byte aligned: 4 inputs a load
+        const int quads = total / 4, quad_span = span / 4;
+        for (int e0 = threadIdx.x; e0 < quads; e0 += QUAD_BATCH * THREADS) {
+            float4 v[QUAD_BATCH];
+#pragma unroll
+            for (int u = 0; u < QUAD_BATCH; ++u) {
+                const int e = e0 + u * THREADS;
+                if (e < quads) {
+                    const int t = e / quad_span, c = 4 * (e - t * quad_span);
+                    v[u] = __ldg(reinterpret_cast<const float4*>(
+                        y_in + (long long)row_slot[t] * inputs + c0 + c));
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < QUAD_BATCH; ++u) {
+                const int e = e0 + u * THREADS;
+                if (e < quads) {
+                    const int t = e / quad_span, c = 4 * (e - t * quad_span);
+                    tile[tile_offset(c) ^ t] = v[u].x;
+                    tile[tile_offset(c + 1) ^ t] = v[u].y;
+                    tile[tile_offset(c + 2) ^ t] = v[u].z;
+                    tile[tile_offset(c + 3) ^ t] = v[u].w;
+                }
+            }
+        }
+        return;
+    }
     for (int e0 = threadIdx.x; e0 < total; e0 += FILL_BATCH * THREADS) {
         int at[FILL_BATCH];
         float v[FILL_BATCH];
