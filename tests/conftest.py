@@ -75,3 +75,24 @@ def permuted_inputs(network: Network, rng) -> Network:
     """The network with the inputs (rows) of its first layer shuffled."""
     first = network.layers[0][rng.permutation(network.neurons)]
     return Network(network.neurons, [first, *network.layers[1:]], network.bias)
+
+
+def rotation_network(rng, shifts, blocks: int = 128, copies: int = 4, weight: float = 0.17,
+                     bias: float = -1.0) -> Network:
+    """Return a network of blocks x copies neurons whose first layer has `blocks` distinct
+    columns (column j equals column j mod blocks) and whose layer k >= 1 reads, for column
+    j, the `copies` neurons of class j mod blocks and those of class (j + shifts[k - 1]) mod
+    blocks, alternating, all with `weight`: in layout.py's terms a pattern of two sources
+    with that rotation shift."""
+    neurons = blocks * copies
+    rows = np.concatenate([rng.choice(neurons, 6, replace=False) for _ in range(blocks)])
+    values = rng.choice(EXACT_WEIGHTS, size=rows.size).astype(np.float32)
+    base = sp.csc_matrix((values, (rows, np.repeat(np.arange(blocks), 6))), (neurons, blocks))
+    layers = [sp.csr_matrix(base[:, np.arange(neurons) % blocks])]
+    klass = np.arange(neurons) % blocks
+    for shift in shifts:
+        column = np.arange(neurons)
+        reads = (klass[:, None] == column[None, :] % blocks) | \
+            (klass[:, None] == (column[None, :] + shift) % blocks)
+        layers.append(sp.csr_matrix(np.where(reads, np.float32(weight), np.float32(0))))
+    return Network(neurons, layers, bias)

@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import OFFICIAL, permuted_inputs, random_features, random_network
+from conftest import (
+    OFFICIAL,
+    permuted_inputs,
+    random_features,
+    random_network,
+    rotation_network,
+)
 
 from spdnn import challenge, generate
 from spdnn.backends import cuda_available
@@ -26,7 +32,7 @@ pytestmark = pytest.mark.gpu
 if not cuda_available():
     pytest.skip("needs CuPy and a usable CUDA GPU", allow_module_level=True)
 
-from spdnn.backends.cuda import CudaEngine, pattern_vector
+from spdnn.backends.cuda import CudaEngine, pattern_shifted, pattern_vector
 
 DEVICE_DATA = Path(__file__).resolve().parents[1] / ".device-data" / "graphchallenge-1024"
 
@@ -166,6 +172,20 @@ def test_pattern_layer_with_scattered_inputs_matches_the_cpu(rng):
     layout = engine.layers[1].layout
     assert engine.kernel_kind(1) == "pattern" and pattern_vector(layout) == 4
     assert np.mean(np.diff(layout.sources, axis=1) == 1) < 0.5
+
+
+def test_pattern_layers_with_rotated_sources_match_the_cpu(rng):
+    # the sources computed from each layer's shift: odd (inputs one by one, a lane's 4
+    # outputs straddling the wrap), 2 (8-byte loads, straddling too) and multiples of 4
+    # (16-byte loads); weight 0.17 and uneven features make every sum depend on its order
+    network = rotation_network(rng, [5, 2, 12, 127, 1, 8])
+    features = random_features(rng, 5000, network.neurons)
+    features.data[:] = rng.uniform(0.5, 4.0, features.nnz).astype(np.float32)
+    engine = CudaEngine()
+    found = assert_same(network, features, engine)
+    assert kinds(engine, 7)[1:] == ["pattern"] * 6
+    assert all(pattern_shifted(engine.layers[index].layout) for index in range(1, 7))
+    assert 0 < found.active_rows[-1] < found.active_rows[0] / 2
 
 
 def test_saturated_rows_retire_only_when_later_layers_keep_them(rng):

@@ -9,7 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import permuted_inputs, random_features, random_network, reference_categories
+from conftest import (
+    permuted_inputs,
+    random_features,
+    random_network,
+    reference_categories,
+    rotation_network,
+)
 
 from spdnn import generate
 from spdnn.backends.layout import (
@@ -18,6 +24,7 @@ from spdnn.backends.layout import (
     distinct_columns,
     input_fanout,
     layer_layouts,
+    rotation_shift,
     shared_pattern,
     tile_offsets,
     tile_rows,
@@ -152,6 +159,21 @@ def test_radixnet_first_block_reads_two_inputs_in_one_alternating_order():
         assert np.array_equal(layout.sources[list(layout.pattern)].T, index)
     assert layouts[0].pattern is None and layouts[0].fanout is not None
     assert all(layout.fanout is None for layout in layouts[1:])
+
+
+def test_rotation_shift_is_found_in_radixnet_and_in_rotations_only(rng):
+    network = generate.radixnet(4096, 8, seed=3)
+    assert [layout.shift for layout in layer_layouts(network, 1 << 15)] == \
+        [None, 2, 4, 8, 16, 32, 64, 128]
+    shifts = [5, 2, 12, 127, 1]
+    rotated = rotation_network(rng, shifts)
+    assert [layout.shift for layout in layer_layouts(rotated, 1 << 15)] == [None, *shifts]
+    column = np.arange(16)
+    lower, upper = np.minimum(column, (column + 3) % 16), np.maximum(column, (column + 3) % 16)
+    assert rotation_shift(np.stack([lower, upper]), 16) == 3
+    assert rotation_shift(np.stack([column, (column + 3) % 16]), 16) is None   # not smaller first
+    assert rotation_shift(np.stack([lower, upper])[:, rng.permutation(16)], 16) is None
+    assert rotation_shift(np.stack([lower, upper, upper]), 16) is None
 
 
 def test_shared_pattern_needs_one_order_of_few_distinct_inputs(rng):

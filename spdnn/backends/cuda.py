@@ -104,6 +104,12 @@ def pattern_vector(layout) -> int:
     return 4 if fits else 1
 
 
+def pattern_shifted(layout) -> bool:
+    """Return whether the pattern kernel computes the layer's sources from its `shift`
+    (4 outputs a lane, RadiX-Net's rotations) instead of loading them."""
+    return layout.shift is not None and pattern_vector(layout) == 4
+
+
 def _cupy():
     import cupy
 
@@ -493,7 +499,8 @@ class CudaEngine:
             elif not sparse and self._pattern_layer(index):
                 function = kernel("pattern.cu", "pattern_layer", THREADS=PATTERN_THREADS,
                                   PATTERN='"' + "".join(map(str, layout.pattern)) + '"',
-                                  UNIQUE=layout.sources.shape[0], VEC=pattern_vector(layout))
+                                  UNIQUE=layout.sources.shape[0], VEC=pattern_vector(layout),
+                                  SHIFTED=int(pattern_shifted(layout)))
                 plan = LayerPlan("pattern", function,
                                  self._blocks(function, PATTERN_THREADS, 0), PATTERN_THREADS, 0,
                                  (layer.sources, np.int32(layout.inputs),

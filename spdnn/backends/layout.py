@@ -51,6 +51,8 @@ class LayerLayout:
     i feeds exactly the columns (i + s) mod outputs for each s in fanout[0] (RadiX-Net's
     first layer, official files included): then counting a row's inputs by their index mod
     outputs gives every column's count as a sum of len(fanout[0]) of those counts.
+    `shift` is set for a pattern of two sources when column d reads inputs d and
+    (d + shift) mod inputs, the smaller one as sources[0] (RadiX-Net's first block).
     """
 
     inputs: int
@@ -66,6 +68,7 @@ class LayerLayout:
     sources: np.ndarray | None = None
     fanout: np.ndarray | None = None
     circulant: bool = False
+    shift: int | None = None
 
     @property
     def stride(self) -> int:
@@ -261,6 +264,20 @@ def shared_pattern(index: np.ndarray) -> tuple[tuple[int, ...], np.ndarray] | No
     return tuple(int(k) for k in pattern), np.ascontiguousarray(sources, np.int32)
 
 
+def rotation_shift(sources: np.ndarray, inputs: int) -> int | None:
+    """Return s when `sources` (two rows) reads, for column d, inputs d and (d + s) mod
+    `inputs`, the smaller one in row 0; None otherwise."""
+    if sources.shape[0] != 2 or sources.shape[1] == 0 or sources.shape[1] > inputs:
+        return None
+    shift = int(sources[1, 0])
+    if not 0 < shift < inputs:
+        return None
+    column = np.arange(sources.shape[1], dtype=np.int64)
+    other = (column + shift) % inputs
+    lower, upper = np.minimum(column, other), np.maximum(column, other)
+    return shift if np.array_equal(sources[0], lower) and np.array_equal(sources[1], upper) else None
+
+
 def input_fanout(index: np.ndarray, inputs: int) -> np.ndarray | None:
     """Return, per input, the rows of `index` that read it (padded with index.shape[0]),
     or None when some input feeds more than MAX_FANOUT rows or a row reads one twice."""
@@ -316,6 +333,7 @@ def _renumber(found: DistinctColumns, previous: np.ndarray, inputs: int,
         found_pattern = shared_pattern(raw)
         if found_pattern is not None:
             shapes["pattern"], shapes["sources"] = found_pattern
+            shapes["shift"] = rotation_shift(shapes["sources"], inputs)
     return LayerLayout(
         inputs=inputs, outputs=outputs, width=width,
         index=_pad_to(index.astype(index_dtype), stride, fill_last=True),

@@ -9,18 +9,20 @@
 // memory beyond the inputs themselves: a layer costs about its bytes and its additions.
 //
 // A block owns the active rows [lo, hi) (rows_fate.cuh) and takes up to CHUNK of them at
-// a time. It cuts them into groups of UNROLL rows (the last ones fewer, halving) and, when
-// there are fewer groups than warps to keep busy, each group's outputs into slices; the
-// warps share out the (group, slice) units. A step is 32 x VEC outputs, VEC consecutive
-// ones a lane; a thread carries UNROLL vectors in flight: along each row of its group,
-// UNROLL / rows steps each, so the index loads of a step serve every row of the group and
-// a lone row still keeps UNROLL vectors in flight. With VEC = 4 a lane loads its sources
-// 4 at once, writes its outputs 4 at once, and reads 4 consecutive, aligned inputs with
-// one 16-byte load (RadiX-Net's sources are shifts: the inputs of consecutive outputs
-// are mostly consecutive). Threads count their non-zero and YMAX outputs in registers; a
-// warp adds them up once per unit into the block's per-row counters. Needs outputs a
-// multiple of 32 x VEC, and inputs of VEC. Built at run time by CuPy (NVRTC) with -D
-// options; the defaults below let `nvcc -c` compile this file alone.
+// a time. It cuts them into groups of UNROLL rows (the last ones fewer, halving); a step
+// is 32 x VEC outputs of a group, VEC consecutive ones a lane, and the warps share the
+// chunk's (group, step) pairs out evenly, each warp a run of them in group order. A
+// thread carries UNROLL vectors in flight: along each row of its group, UNROLL / rows
+// steps each, so the index loads of a step serve every row of the group and a lone row
+// still keeps UNROLL vectors in flight. With VEC = 4 a lane writes its outputs 4 at once
+// and reads 4 consecutive, aligned inputs with one 16-byte load. SHIFTED (VEC = 4, two
+// sources) is RadiX-Net's case, layout.py's `shift`: output d reads inputs d and
+// (d + shift) mod inputs, the smaller one first; the lane then computes its sources
+// instead of loading them, so its input loads wait on nothing. Threads count their
+// non-zero and YMAX outputs in registers; a warp adds them up once per run of a group
+// into the block's per-row counters. Needs outputs a multiple of 32 x VEC, and inputs of
+// VEC. Built at run time by CuPy (NVRTC) with -D options; the defaults below let
+// `nvcc -c` compile this file alone.
 
 #include "rows_fate.cuh"
 
@@ -42,11 +44,16 @@
 #else
 #error "VEC is 1 or 4"
 #endif
+#ifndef SHIFTED
+#define SHIFTED 0            // sources computed from the layer's shift (VEC 4, UNIQUE 2)
+#endif
+#if SHIFTED && (VEC != 4 || UNIQUE != 2)
+#error "SHIFTED needs VEC 4 and UNIQUE 2"
+#endif
 #define UNROLL (1 << LOG_UNROLL)
 #define STEP (32 * VEC)      // outputs of a step: VEC a lane
 #define WARPS (THREADS / 32)
 #define CHUNK 256            // rows a block counts at a time
-#define UNITS_PER_WARP 4     // slice groups until there are about this many units a warp
 
 __device__ __forceinline__ constexpr int order(int k) { return PATTERN[k] - '0'; }
 
@@ -88,15 +95,50 @@ __device__ __forceinline__ void gather(const float* __restrict__ row, const Sour
 #endif
 }
 
+// The inputs of outputs d .. d + 3 when output e reads inputs e and (e + shift) mod
+// inputs, the smaller one first: x[0] and x[1] in that order. 16-byte loads when shift
+// is a multiple of 4 (no quad then straddles the wrap), 8-byte ones when of 2, else one by
+// one; one shift a launch, so every branch is uniform.
+__device__ __forceinline__ void gather_shifted(const float* __restrict__ row, int d, int shift,
+                                               int inputs, float (*x)[VEC]) {
+    if ((shift & 3) == 0) {
+        int b = d + shift;
+        b -= b >= inputs ? inputs : 0;
+        const float4 lo = __ldg(reinterpret_cast<const float4*>(row + min(d, b)));
+        const float4 hi = __ldg(reinterpret_cast<const float4*>(row + max(d, b)));
+        x[0][0] = lo.x, x[0][1] = lo.y, x[0][2] = lo.z, x[0][3] = lo.w;
+        x[1][0] = hi.x, x[1][1] = hi.y, x[1][2] = hi.z, x[1][3] = hi.w;
+    } else if ((shift & 1) == 0) {
+#pragma unroll
+        for (int h = 0; h < 4; h += 2) {
+            const int e = d + h;
+            int b = e + shift;
+            b -= b >= inputs ? inputs : 0;
+            const float2 lo = __ldg(reinterpret_cast<const float2*>(row + min(e, b)));
+            const float2 hi = __ldg(reinterpret_cast<const float2*>(row + max(e, b)));
+            x[0][h] = lo.x, x[0][h + 1] = lo.y, x[1][h] = hi.x, x[1][h + 1] = hi.y;
+        }
+    } else {
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+            const int e = d + v;
+            int b = e + shift;
+            b -= b >= inputs ? inputs : 0;
+            x[0][v] = __ldg(row + min(e, b));
+            x[1][v] = __ldg(row + max(e, b));
+        }
+    }
+}
+
 // Compute steps [begin, end) (STEP outputs a step) of the 2^SHIFT rows in slots[0 ...] and
 // add their non-zero and YMAX outputs to the counts of rows `row` ... of the chunk.
 template <int SHIFT>
 __device__ __forceinline__ void pattern_rows(const float* __restrict__ y_in,
                                              float* __restrict__ y_out,
-                                             const int* __restrict__ sources, int inputs,
-                                             int outputs, float weight, float bias, float ymax,
-                                             const int* slots, int begin, int end, int* counts,
-                                             int row) {
+                                             const int* __restrict__ sources, int shift,
+                                             int inputs, int outputs, float weight, float bias,
+                                             float ymax, const int* slots, int begin, int end,
+                                             int* counts, int row) {
     constexpr int TOGETHER = 1 << SHIFT, PER = UNROLL >> SHIFT;   // rows, steps at once
     const int lane = threadIdx.x % 32;
     const float* in[UNROLL];
@@ -110,6 +152,13 @@ __device__ __forceinline__ void pattern_rows(const float* __restrict__ y_in,
         nonzero[u] = saturated[u] = 0;
     }
     for (int step = begin; step < end; step += PER) {
+        float x[UNROLL][UNIQUE][VEC];
+#if SHIFTED
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u)         // every load first, then the sums
+            gather_shifted(in[u], min(step + u / TOGETHER, end - 1) * STEP + lane * VEC, shift,
+                           inputs, x[u]);
+#else
         Sources source[PER][UNIQUE];
 #pragma unroll
         for (int p = 0; p < PER; ++p) {
@@ -117,11 +166,11 @@ __device__ __forceinline__ void pattern_rows(const float* __restrict__ y_in,
 #pragma unroll
             for (int k = 0; k < UNIQUE; ++k) source[p][k] = load_sources(sources + k * outputs + d);
         }
-        float x[UNROLL][UNIQUE][VEC];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u)         // every load first, then the sums
 #pragma unroll
             for (int k = 0; k < UNIQUE; ++k) gather(in[u], source[u / TOGETHER][k], x[u][k]);
+#endif
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             if (step + u / TOGETHER >= end) break;   // uniform over the warp
@@ -176,41 +225,41 @@ pattern_layer(const float* __restrict__ y_in, float* __restrict__ y_out,
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int steps = outputs / STEP;
+    const int shift = SHIFTED ? __ldg(sources + outputs) : 0;   // sources[1][0]
     for (int first = lo; first < hi; first += CHUNK) {
         const int rows = min(CHUNK, hi - first);
         __syncthreads();                      // the last chunk tallied
         for (int i = threadIdx.x; i < 2 * CHUNK; i += THREADS) counts[i] = 0;
         __syncthreads();
-        // groups of UNROLL rows, then one of each power of two in the rest, largest first
+        // groups of UNROLL rows, then one of each power of two in the rest, largest first;
+        // warp w takes the (group, step) pairs [work * w / WARPS, work * (w + 1) / WARPS)
         const int full = rows / UNROLL, rest = rows % UNROLL;
-        const int groups = full + __popc(rest);
-        const int slices = max(1, min((UNITS_PER_WARP * WARPS + groups - 1) / groups,
-                                      steps / (2 * UNROLL)));
-        for (int unit = warp; unit < groups * slices; unit += WARPS) {
-            const int g = unit / slices, slice = unit % slices;
-            const int begin = (int)((long long)steps * slice / slices);
-            const int end = (int)((long long)steps * (slice + 1) / slices);
-            int row = UNROLL * min(g, full), shift = LOG_UNROLL;
+        const int work = (full + __popc(rest)) * steps;
+        const int stop = (int)((long long)work * (warp + 1) / WARPS);
+        for (int at = (int)((long long)work * warp / WARPS); at < stop;) {
+            const int g = at / steps, begin = at - g * steps, end = min(steps, stop - g * steps);
+            at = g * steps + end;
+            int row = UNROLL * min(g, full), shift_rows = LOG_UNROLL;
             if (g >= full) {                  // the (g - full)-th set bit of rest, from the top
                 int skip = g - full;
-                for (shift = LOG_UNROLL - 1; shift > 0; --shift) {
-                    if (!(rest >> shift & 1)) continue;
+                for (shift_rows = LOG_UNROLL - 1; shift_rows > 0; --shift_rows) {
+                    if (!(rest >> shift_rows & 1)) continue;
                     if (skip-- == 0) break;
-                    row += 1 << shift;
+                    row += 1 << shift_rows;
                 }
             }
             const int* slots = active_in + first + row;
 #if LOG_UNROLL == 2
-            if (shift == 2)
-                pattern_rows<2>(y_in, y_out, sources, inputs, outputs, weight, bias, ymax,
+            if (shift_rows == 2)
+                pattern_rows<2>(y_in, y_out, sources, shift, inputs, outputs, weight, bias, ymax,
                                 slots, begin, end, counts, row);
             else
 #endif
-            if (shift == 1)
-                pattern_rows<1>(y_in, y_out, sources, inputs, outputs, weight, bias, ymax,
+            if (shift_rows == 1)
+                pattern_rows<1>(y_in, y_out, sources, shift, inputs, outputs, weight, bias, ymax,
                                 slots, begin, end, counts, row);
             else
-                pattern_rows<0>(y_in, y_out, sources, inputs, outputs, weight, bias, ymax,
+                pattern_rows<0>(y_in, y_out, sources, shift, inputs, outputs, weight, bias, ymax,
                                 slots, begin, end, counts, row);
         }
         __syncthreads();                      // every row of the chunk counted
