@@ -96,3 +96,17 @@ def rotation_network(rng, shifts, blocks: int = 128, copies: int = 4, weight: fl
             (klass[:, None] == (column[None, :] + shift) % blocks)
         layers.append(sp.csr_matrix(np.where(reads, np.float32(weight), np.float32(0))))
     return Network(neurons, layers, bias)
+
+
+def circulant_first_layer(rng, fanout, neurons: int = 512, outputs: int = 128,
+                          weight: float = 0.5, bias: float = -0.5) -> Network:
+    """Return a network whose first layer is circulant in layout.py's terms (input i feeds
+    the distinct columns (i + s) mod outputs for s in `fanout`, column j of W being
+    distinct column j mod outputs, all with one `weight`), then a random layer."""
+    inputs = np.arange(neurons)[:, None] % outputs
+    column = np.arange(neurons)[None, :] % outputs
+    feeds = np.zeros((neurons, neurons), bool)
+    for shift in fanout:
+        feeds |= (inputs + shift) % outputs == column
+    first = sp.csr_matrix(np.where(feeds, np.float32(weight), np.float32(0)))
+    return Network(neurons, [first, *random_network(rng, neurons, 1, bias).layers], bias)

@@ -15,6 +15,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import (
     OFFICIAL,
+    circulant_first_layer,
     permuted_inputs,
     random_features,
     random_network,
@@ -112,6 +113,18 @@ def test_counting_first_layer_with_outputs_not_a_multiple_of_4_matches_the_cpu(r
     engine = CudaEngine()
     assert_same(network, features, engine)
     assert engine.kernel_kind(0) == "first" and engine.layers[0].layout.outputs % 4 != 0
+
+
+def test_circulant_first_layer_with_shifts_of_every_alignment_matches_the_cpu(rng):
+    # columns read the counts of (d - s) mod 128 for s in 0, 1, 2, 3: aligned 16-byte
+    # loads, loads at fixed offsets and the quad that straddles the wrap, per shift; bias
+    # -3.5 lets about half the rows through, so a wrong count changes which
+    network = circulant_first_layer(rng, [0, 1, 2, 3], bias=-3.5)
+    features = random_features(rng, 3000, network.neurons)
+    engine = CudaEngine()
+    found = assert_same(network, features, engine)
+    assert engine.kernel_kind(0) == "first" and engine.layers[0].layout.circulant
+    assert 0 < found.active_rows[-1] < found.active_rows[0] < 2000
 
 
 def test_networks_wider_than_16_bit_indices_match_the_cpu(rng):
