@@ -91,10 +91,9 @@ FEATURES_PER_THREAD = 8
 
 def first_counters(layout) -> int:
     """Return the counters of one row of the counting first layer (kernels/first.cu): two
-    sets of `outputs` when the fanout is circulant, else one, then one for padding,
+    sets of `outputs` when the fanout is circulant, else `outputs` and one for padding,
     rounded up to a multiple of 4 (rows of counters stay 16-byte aligned)."""
-    counters = 2 * layout.outputs if layout.circulant else layout.outputs
-    return (counters + 4) & ~3
+    return 2 * layout.outputs if layout.circulant else (layout.outputs + 4) & ~3
 
 
 def pattern_vector(layout) -> int:

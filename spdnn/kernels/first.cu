@@ -13,9 +13,7 @@
 // has shifts OUTPUTS - 1 and 0), the kernel counts each feature once, at its index mod
 // OUTPUTS, without reading the fanout, and column d's count is the sum over the shifts s of
 // the counts at (d - s) mod OUTPUTS. A group then keeps two sets of counters and alternates
-// them by row, so that one is cleared while the other is read; with VEC = 4 a thread reads
-// the counts of its 4 columns for a shift as one or two aligned 16-byte loads. Lanes past
-// the end of a row count into a padding counter, so that counting has no branch.
+// them by row, so that one is cleared while the other is read.
 //
 // A block owns the active rows [lo, hi) (rows_fate.cuh) and splits them among GROUPS
 // groups of ROW_WARPS warps; each group takes its rows one after another on its own,
@@ -53,7 +51,7 @@
 #define ROW_THREADS (ROW_WARPS * 32)
 #define UNROLL 4
 #if CIRCULANT
-#define ROW_COUNTERS ((2 * OUTPUTS + 4) & ~3)   // two sets, then the padding counter
+#define ROW_COUNTERS (2 * OUTPUTS)
 #else
 #define ROW_COUNTERS ((outputs + 4) & ~3)     // the counter at outputs takes the padding
 #endif
@@ -92,26 +90,6 @@ __device__ __forceinline__ void group_sync(int group) {
     named_sync<1>(group);
 #endif
 }
-
-#if CIRCULANT && VEC == 4
-// count[v] += counts[(d + v + shift) mod OUTPUTS] for v < 4 (d a multiple of 4, shift in
-// 1 .. OUTPUTS): one 16-byte load when shift is a multiple of 4, else four loads at fixed
-// offsets from one address, except in the one quad of a row that straddles the wrap.
-__device__ __forceinline__ void add_shifted(int* count, const int* counts, int d, int shift) {
-    int a = d + shift;
-    a -= a >= OUTPUTS ? OUTPUTS : 0;
-    if ((shift & 3) == 0) {                  // the same in every thread
-        const int4 quad = *reinterpret_cast<const int4*>(counts + a);
-        count[0] += quad.x, count[1] += quad.y, count[2] += quad.z, count[3] += quad.w;
-    } else if (a + 3 < OUTPUTS) {
-#pragma unroll
-        for (int v = 0; v < 4; ++v) count[v] += counts[a + v];
-    } else {
-#pragma unroll
-        for (int v = 0; v < 4; ++v) count[v] += counts[a + v < OUTPUTS ? a + v : a + v - OUTPUTS];
-    }
-}
-#endif
 
 extern "C" __global__ void __launch_bounds__(THREADS, 2048 / THREADS)
 first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict__ x_col,
@@ -169,27 +147,21 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
         const long long begin = begin_next, end = begin_next + length_next;
         if (r + GROUPS < hi) slot_next = active_in[r + GROUPS];
 #if CIRCULANT
-        const int set = (held & 1) * OUTPUTS;             // held is even at every 32 rows
-        const int* row_counts = mine + set;
+        int* row_counts = mine + (held & 1) * OUTPUTS;     // held is even at every 32 rows
         int* next_counts = mine + (~held & 1) * OUTPUTS;
 #endif
         for (long long e0 = begin + t; e0 < end; e0 += UNROLL * ROW_THREADS) {
-#if CIRCULANT
-            int counter[UNROLL];
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) {
-                const long long e = e0 + u * ROW_THREADS;
-                counter[u] = e < end ? set + (unsigned)__ldg(x_col + e) % OUTPUTS : 2 * OUTPUTS;
-            }
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) atomicAdd(&mine[counter[u]], 1);
-#else
             int feature[UNROLL];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 const long long e = e0 + u * ROW_THREADS;
                 feature[u] = e < end ? (int)__ldg(x_col + e) : -1;
             }
+#if CIRCULANT
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u)
+                if (feature[u] >= 0) atomicAdd(&row_counts[feature[u] % OUTPUTS], 1);
+#else
             int column[UNROLL][FANOUT];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u)
@@ -212,20 +184,17 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
         int nonzero = 0, saturated = 0;      // over this thread's outputs, then its warp's
         for (int d = t * VEC; d < outputs; d += ROW_THREADS * VEC) {
             int count[VEC];
-#if CIRCULANT && VEC == 4
+#if CIRCULANT
 #pragma unroll
-            for (int v = 0; v < VEC; ++v) count[v] = 0;
+            for (int v = 0; v < VEC; ++v) {
+                count[v] = 0;
 #pragma unroll
-            for (int f = 0; f < FANOUT; ++f) add_shifted(count, row_counts, d, shift[f]);
-            int* cleared = next_counts + d;  // last read by the row before, next counted into
-#elif CIRCULANT
-            count[0] = 0;
-#pragma unroll
-            for (int f = 0; f < FANOUT; ++f) {
-                const int c = d + shift[f];  // (d - the shift) mod OUTPUTS
-                count[0] += row_counts[c < OUTPUTS ? c : c - OUTPUTS];
+                for (int f = 0; f < FANOUT; ++f) {
+                    const int c = d + v + shift[f];      // (d + v - shift) mod OUTPUTS
+                    count[v] += row_counts[c < OUTPUTS ? c : c - OUTPUTS];
+                }
             }
-            int* cleared = next_counts + d;
+            int* cleared = next_counts + d;  // last read by the row before, next counted into
 #elif VEC == 4
             const int4 counted = *reinterpret_cast<const int4*>(mine + d);
             count[0] = counted.x, count[1] = counted.y, count[2] = counted.z, count[3] = counted.w;
