@@ -8,8 +8,10 @@ writing the next active list itself: no host round trip per layer. Two shapes of
 constant-weight layer have faster kernels of their own: a first layer whose features and
 weights are powers of two counts (kernels/first.cu: each feature once where the fanout is
 circulant, as in RadiX-Net), and a layer whose columns all read a
-few inputs in one order replays that order on registers (kernels/pattern.cu); both are
-exact for any input that meets their conditions. The host learns the active count a few
+few inputs in one order replays that order on registers (kernels/pattern.cu; computing
+the inputs' addresses where they are rotations, as in RadiX-Net); both are exact for any
+input that meets their conditions. Float arithmetic goes through kernels/ieee.cuh, so
+that subnormal values survive CuPy's -ftz=true as they do on the CPU. The host learns the active count a few
 layers late, through pinned memory, and stops launching once nothing is left to compute;
 the categories are listed on the GPU right after each launch that may leave nothing to
 compute, so that the host only reads them. Identical rows are merged on the GPU
