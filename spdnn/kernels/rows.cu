@@ -4,7 +4,6 @@
 // one row (or one pair of rows). Built at run time by CuPy (NVRTC); compiles standalone
 // with `nvcc -c`.
 
-#include "ieee.cuh"
 #include "warp.cuh"
 
 __device__ __forceinline__ unsigned long long mix(unsigned long long x) {
@@ -28,7 +27,7 @@ extern "C" __global__ void row_hashes(const float* __restrict__ values, int widt
         unsigned long long h = 0;
         for (int c = lane; c < width; c += 32) {
             const float y = row[c];
-            if (!is_zero(y))
+            if (y != 0.0f)
                 h += mix(((unsigned long long)c << 32) ^ __float_as_uint(y));
         }
         for (int offset = 16; offset > 0; offset /= 2) h += __shfl_xor_sync(FULL_MASK, h, offset);
