@@ -91,9 +91,8 @@ def rotation_network(rng, shifts, blocks: int = 128, copies: int = 4, weight: fl
     layers = [sp.csr_matrix(base[:, np.arange(neurons) % blocks])]
     klass = np.arange(neurons) % blocks
     for shift in shifts:
-        column = np.arange(neurons)
-        reads = (klass[:, None] == column[None, :] % blocks) | \
-            (klass[:, None] == (column[None, :] + shift) % blocks)
+        reads = (klass[:, None] == klass[None, :]) | \
+            (klass[:, None] == (klass[None, :] + shift) % blocks)
         layers.append(sp.csr_matrix(np.where(reads, np.float32(weight), np.float32(0))))
     return Network(neurons, layers, bias)
 

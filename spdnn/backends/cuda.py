@@ -12,8 +12,8 @@ few inputs in one order replays that order on registers (kernels/pattern.cu; com
 the inputs' addresses where they are rotations, as in RadiX-Net); both are exact for any
 input that meets their conditions. (Subnormal values are the exception in every kernel:
 CuPy compiles with -ftz=true, which flushes them; see docs/gpu-notes.md, version 11.)
-The host learns the active count a few layers late, through pinned memory, and stops launching once nothing is left to compute;
-the categories are listed on the GPU right after each launch that may leave nothing to
+The host learns the active count a few layers late, through pinned memory, and stops
+launching once nothing is left to compute; the categories are listed on the GPU right after each launch that may leave nothing to
 compute, so that the host only reads them. Identical rows are merged on the GPU
 (kernels/rows.cu) when the layer loop asks. Layers are launched GRAPH_LAYERS at a time as
 CUDA graphs, captured once per batch (the first ones while the features load) and
