@@ -7,16 +7,16 @@ that die and retires the rows that are all YMAX when every later layer keeps the
 writing the next active list itself: no host round trip per layer. Two shapes of
 constant-weight layer have faster kernels of their own: a first layer whose features and
 weights are powers of two counts (kernels/first.cu: each feature once where the fanout is
-circulant, as in RadiX-Net), and a layer whose columns all read a
-few inputs in one order replays that order on registers (kernels/pattern.cu; computing
-the inputs' addresses where they are rotations, as in RadiX-Net); both are exact for any
-input that meets their conditions. (Subnormal values are the exception in every kernel:
-CuPy compiles with -ftz=true, which flushes them; see docs/gpu-notes.md, version 11.)
-The host learns the active count a few layers late, through pinned memory, and stops
-launching once nothing is left to compute; the categories are listed on the GPU right after each launch that may leave nothing to
-compute, so that the host only reads them. Identical rows are merged on the GPU
-(kernels/rows.cu) when the layer loop asks. Layers are launched GRAPH_LAYERS at a time as
-CUDA graphs, captured once per batch (the first ones while the features load) and
+circulant, as in RadiX-Net), and a layer whose columns all read a few inputs in one order
+replays that order on registers (kernels/pattern.cu; computing the inputs' addresses
+where they are rotations, as in RadiX-Net); both are exact for any input that meets their
+conditions. (Subnormal values are the exception in every kernel: CuPy compiles with
+-ftz=true, which flushes them; see docs/gpu-notes.md, version 11.) The host learns the
+active count a few layers late, through pinned memory, and stops launching once nothing
+is left to compute; the categories are listed on the GPU right after each launch that may
+leave nothing to compute, so that the host only reads them. Identical rows are merged on
+the GPU (kernels/rows.cu) when the layer loop asks. Layers are launched GRAPH_LAYERS at a
+time as CUDA graphs, captured once per batch (the first ones while the features load) and
 replayed by every inference. Kernels are compiled at run time by CuPy (NVRTC) and cached
 on disk.
 """
