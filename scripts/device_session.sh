@@ -13,9 +13,9 @@
 set -uo pipefail
 out=${1:?usage: device_session.sh OUT}
 cd "$(dirname "$0")/.."
+mkdir -p "$out"
 work=$(mktemp -d)
 trap 'tar czf "$out/session.tgz" -C "$work" . && rm -rf "$work"' EXIT
-mkdir -p "$out"
 
 nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv > "$work/smi.txt" 2>&1
 if [ "${FULL:-1}" = 1 ]; then

@@ -116,9 +116,10 @@ def test_counting_first_layer_with_outputs_not_a_multiple_of_4_matches_the_cpu(r
 
 
 def test_circulant_first_layer_with_shifts_of_every_alignment_matches_the_cpu(rng):
-    # columns read the counts of (d - s) mod 128 for s in 0, 1, 2, 3: aligned 16-byte
-    # loads, loads at fixed offsets and the quad that straddles the wrap, per shift; bias
-    # -3.5 lets about half the rows through, so a wrong count changes which
+    # columns sum the counts of (d - s) mod 128 for s in 0, 1, 2, 3, not only RadiX-Net's
+    # 0 and 1: each shift wraps at another column, and a lane's 4 outputs straddle it at
+    # every alignment; bias -3.5 lets about half the rows through, so a wrong count
+    # changes which
     network = circulant_first_layer(rng, [0, 1, 2, 3], bias=-3.5)
     features = random_features(rng, 3000, network.neurons)
     engine = CudaEngine()
