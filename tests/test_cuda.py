@@ -128,6 +128,21 @@ def test_circulant_first_layer_with_shifts_of_every_alignment_matches_the_cpu(rn
     assert 0 < found.active_rows[-1] < found.active_rows[0] < 2000
 
 
+@pytest.mark.parametrize("bias", [0.0, 0.5])
+def test_subnormal_values_match_the_cpu(rng, bias):
+    # first-layer weights 2^-130: every product and sum of the first layer is subnormal,
+    # and with bias 0 the values of the layers after it start subnormal too. CuPy builds
+    # kernels with -ftz=true, which would flush them to zero and end every row on the GPU
+    # (kernels/ieee.cuh keeps them, as the CPU does)
+    network = generate.radixnet(1024, 12, seed=int(rng.integers(1 << 30)))
+    layers = [sp.csr_matrix(layer, dtype=np.float32, copy=True) for layer in network.layers]
+    layers[0].data[:] = np.float32(2.0 ** -130)
+    features = generate.features(1024, 2000, seed=int(rng.integers(1 << 30)))
+    engine = CudaEngine()
+    found = assert_same(Network(1024, layers, bias), features, engine)
+    assert engine.kernel_kind(0) == "first" and found.active_rows[-1] > 1000
+
+
 def test_networks_wider_than_16_bit_indices_match_the_cpu(rng):
     neurons = (1 << 16) + 37         # feature and weight indices take 32 bits
     network = random_network(rng, neurons, 2, -0.5, per_column=(1, 4))

@@ -206,8 +206,8 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             float y[VEC];
 #pragma unroll
             for (int v = 0; v < VEC; ++v) {
-                y[v] = activate(__fmul_rn((float)count[v], term), bias, ymax);
-                nonzero += y[v] > 0.0f;
+                y[v] = activate(mul_rn((float)count[v], term), bias, ymax);
+                nonzero += !is_zero(y[v]);
                 saturated += y[v] == ymax;
             }
 #if VEC == 4

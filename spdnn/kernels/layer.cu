@@ -116,9 +116,9 @@ __device__ __forceinline__ void add_entries(float* acc, const int* column, const
 #endif
             if (RANGED) {
                 if ((unsigned)(c - c0) < (unsigned)span)
-                    acc[q] = __fadd_rn(acc[q], __fmul_rn(tile[c - c0], w));
+                    acc[q] = add_rn(acc[q], mul_rn(tile[c - c0], w));
             } else {
-                acc[q] = __fadd_rn(acc[q], __fmul_rn(tile[c ^ row], w));
+                acc[q] = add_rn(acc[q], mul_rn(tile[c ^ row], w));
             }
         }
     }
@@ -355,7 +355,7 @@ layer(const float* __restrict__ y_in, const long long* __restrict__ x_ptr,
                 for (int q = 0; q < COLS; ++q) {
                     y[q] = activate(acc[q], bias, ymax);
                     if (first + q * GROUPS < outputs) {
-                        nonzero += y[q] > 0.0f;
+                        nonzero += !is_zero(y[q]);
                         saturated += y[q] == ymax;
                     }
                 }

@@ -62,7 +62,7 @@ __device__ __forceinline__ float column_sum(const MarchLayer& layer, int d, cons
             const unsigned int entry = sizeof(Index) == 2
                 ? (words[j / 2] >> ((j & 1) * 16)) & 0xffffu : words[j];
             const float w = values != nullptr ? __ldg(values + k0 + j) : layer.weight;
-            acc = __fadd_rn(acc, __fmul_rn(x[entry >> layer.shift], w));
+            acc = add_rn(acc, mul_rn(x[entry >> layer.shift], w));
         }
     }
     return acc;
@@ -106,7 +106,7 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
                                                          : column_sum<unsigned int>(layer, d, x);
                 const float y = activate(acc, bias, ymax);
                 next[d] = y;
-                nonzero += y > 0.0f;
+                nonzero += !is_zero(y);
                 saturated += y == ymax;
             }
             nonzero = warp_sum(nonzero);

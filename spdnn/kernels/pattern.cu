@@ -179,12 +179,12 @@ __device__ __forceinline__ void pattern_rows(const float* __restrict__ y_in,
             for (int v = 0; v < VEC; ++v) {
                 float product[UNIQUE];
 #pragma unroll
-                for (int k = 0; k < UNIQUE; ++k) product[k] = __fmul_rn(x[u][k][v], weight);
+                for (int k = 0; k < UNIQUE; ++k) product[k] = mul_rn(x[u][k][v], weight);
                 float acc = product[order(0)];
 #pragma unroll
-                for (int k = 1; k < WIDTH; ++k) acc = __fadd_rn(acc, product[order(k)]);
+                for (int k = 1; k < WIDTH; ++k) acc = add_rn(acc, product[order(k)]);
                 y[v] = activate(acc, bias, ymax);
-                nonzero[u] += y[v] > 0.0f;
+                nonzero[u] += !is_zero(y[v]);
                 saturated[u] += y[v] == ymax;
             }
 #if VEC == 4

@@ -4,6 +4,7 @@
 // one row (or one pair of rows). Built at run time by CuPy (NVRTC); compiles standalone
 // with `nvcc -c`.
 
+#include "ieee.cuh"
 #include "warp.cuh"
 
 __device__ __forceinline__ unsigned long long mix(unsigned long long x) {
@@ -27,7 +28,7 @@ extern "C" __global__ void row_hashes(const float* __restrict__ values, int widt
         unsigned long long h = 0;
         for (int c = lane; c < width; c += 32) {
             const float y = row[c];
-            if (y != 0.0f)
+            if (!is_zero(y))
                 h += mix(((unsigned long long)c << 32) ^ __float_as_uint(y));
         }
         for (int offset = 16; offset > 0; offset /= 2) h += __shfl_xor_sync(FULL_MASK, h, offset);

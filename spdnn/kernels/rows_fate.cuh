@@ -9,11 +9,12 @@
 
 #pragma once
 
+#include "ieee.cuh"
 #include "warp.cuh"
 
 __device__ __forceinline__ float activate(float z, float bias, float ymax) {
     // the challenge's rule: bias only where the product is non-zero, then ReLU and clamp
-    return z == 0.0f ? 0.0f : fminf(fmaxf(__fadd_rn(z, bias), 0.0f), ymax);
+    return is_zero(z) ? 0.0f : min_of(max_of(add_rn(z, bias), 0.0f), ymax);
 }
 
 struct Fate {
