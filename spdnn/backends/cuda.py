@@ -10,8 +10,8 @@ weights are powers of two counts (kernels/first.cu: each feature once where the 
 circulant, as in RadiX-Net), and a layer whose columns all read a few inputs in one order
 replays that order on registers (kernels/pattern.cu; computing the inputs' addresses
 where they are rotations, as in RadiX-Net); both are exact for any input that meets their
-conditions. (Subnormal values are the exception in every kernel: CuPy compiles with
--ftz=true, which flushes them; see docs/gpu-notes.md, version 11.) The host learns the
+conditions. (CuPy compiles with -ftz=true; kernels/ieee.cuh keeps subnormal values
+all the same, as the CPU does.) The host learns the
 active count a few layers late, through pinned memory, and stops launching once nothing
 is left to compute; the categories are listed on the GPU right after each launch that may
 leave nothing to compute, so that the host only reads them. Identical rows are merged on
