@@ -103,11 +103,13 @@ def layer_floor_bytes(engine, history_rows: list[int], features_nnz: int, depth:
 
 
 def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: int) -> list[dict]:
-    """Time the layers one by one (no merging, no graphs, no march) until none is left to
-    compute: ms, rows, the kernel that ran, the fraction of the layer's bandwidth floor
-    reached, and the fraction of a copy moving the same bytes (copy_seconds). A copy
-    queued before each layer keeps the GPU busy while the host launches it, so that the
-    events time the kernel, not the host."""
+    """Time the launches one by one (no merging, no graphs, no march) until none is left
+    to compute: a layer, or the layers one launch of the run kernel takes (`layers` of
+    them from `layer`). For each: ms, rows, the kernel that ran, the fraction of the
+    bandwidth floor reached (the bytes its layers would move one by one) and the fraction
+    of a copy moving the same bytes (copy_seconds). A copy queued before each launch keeps
+    the GPU busy while the host launches it, so that the events time the kernel, not the
+    host."""
     cp = engine.cp
     head_start = cp.empty(1 << 26, cp.float32)       # 256 MB: ~0.2 ms of copying
     out = []
@@ -116,6 +118,9 @@ def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: i
     try:
         for batch in engine.batches(loaded, depth):
             for index in range(min(depth, PROFILE_LAYERS)):
+                if index < batch.launched:          # taken by the launch before
+                    engine.layer(batch, index)
+                    continue
                 rows = int(batch.history[index * 4].get())
                 if rows == 0:
                     break
@@ -126,14 +131,19 @@ def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: i
                 end.record()
                 end.synchronize()
                 seconds = cp.cuda.get_elapsed_time(start, end) / 1e3
-                layout = engine.layers[index].layout
-                weights = layout.index.nbytes + (layout.values.nbytes if layout.values is not None else 0)
-                reads = features_nnz * engine.feature_bytes_per_entry if index == 0 \
-                    else rows * layout.inputs * 4
-                moved = reads + rows * layout.outputs * 4 + weights
+                counts = batch.history.get()[0::4]
+                moved = 0
+                for layer in range(index, batch.launched):
+                    layout = engine.layers[layer].layout
+                    weights = layout.index.nbytes + \
+                        (layout.values.nbytes if layout.values is not None else 0)
+                    reads = features_nnz * engine.feature_bytes_per_entry if layer == 0 \
+                        else int(counts[layer]) * layout.inputs * 4
+                    moved += reads + int(counts[layer]) * layout.outputs * 4 + weights
                 floor = moved / bandwidth
                 copy = copy_seconds(cp, moved, head_start)
-                out.append({"layer": index + 1, "rows": rows, "kernel": engine.kernel_kind(index),
+                out.append({"layer": index + 1, "layers": batch.launched - index, "rows": rows,
+                            "kernel": engine.kernel_kind(index),
                             "ms": seconds * 1e3, "floor_ms": floor * 1e3,
                             "floor_fraction": floor / seconds, "copy_ms": copy * 1e3,
                             "copy_fraction": copy / seconds})
@@ -247,6 +257,8 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-march", action="store_true",
                         help="launch the late layers as graphs of single-layer kernels only")
+    parser.add_argument("--no-runs", action="store_true",
+                        help="launch the rotation pattern layers one by one, not as runs")
     parser.add_argument("--check-rows", type=int, default=None,
                         help="rows checked against the CPU (default: all up to N=4096, fewer above)")
     parser.add_argument("--seed", type=int, default=challenge.DEFAULT_SEED)
@@ -274,7 +286,7 @@ def main() -> int:
         truth = cpu_categories(network, features[:check_rows], depths)
         log(f"N={neurons}: CPU truth on {check_rows} rows in {time.perf_counter() - started:.1f} s")
 
-        engine = CudaEngine(march=not args.no_march)
+        engine = CudaEngine(march=not args.no_march, runs=not args.no_runs)
         started = time.perf_counter()
         engine.load_network(network)
         engine.synchronize()
@@ -290,7 +302,7 @@ def main() -> int:
         launch_seconds = launch_overhead(engine, loaded, max(depths))
         log(f"N={neurons}: layers (ms, floor fraction, copy fraction, kernel): "
             + ", ".join(f"{p['ms']:.3f} ({p['floor_fraction']:.2f} {p['copy_fraction']:.2f} "
-                        f"{p['kernel']})"
+                        f"{p['kernel']}{' x' + str(p['layers']) if p['layers'] > 1 else ''})"
                         for p in profile)
             + f"; host per layer {launch_seconds['first_pass'] * 1e6:.1f} us first pass, "
             f"{launch_seconds['replayed'] * 1e6:.1f} us replayed")

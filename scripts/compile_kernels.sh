@@ -29,6 +29,14 @@ MARCH_VARIANTS=(
     "-DROW_THREADS=256"
     "-DROW_THREADS=64 -DTHREADS=128"
 )
+RUN_VARIANTS=(
+    ""
+    "-DROW_THREADS=4 -DWIDEST=16 -DPATTERN=\"01010101\""
+    "-DROW_THREADS=16 -DWIDEST=64 -DPATTERN=\"01010101010101010101010101010101\""
+    "-DROW_THREADS=32 -DWIDEST=128"
+    "-DROW_THREADS=256 -DWIDEST=1024"
+    "-DROW_THREADS=512 -DTHREADS=512 -DWIDEST=4096"
+)
 FIRST_VARIANTS=(
     ""
     "-DROW_WARPS=16 -DFANOUT=4 -DFEATURE_INDEX_BYTES=2"
@@ -48,6 +56,7 @@ for source in spdnn/kernels/*.cu; do
         pattern.cu) variants=("${PATTERN_VARIANTS[@]}") ;;
         first.cu) variants=("${FIRST_VARIANTS[@]}") ;;
         march.cu) variants=("${MARCH_VARIANTS[@]}") ;;
+        run.cu) variants=("${RUN_VARIANTS[@]}") ;;
     esac
     for arch in "${ARCHS[@]}"; do
         for defines in "${variants[@]}"; do

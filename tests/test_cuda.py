@@ -71,7 +71,7 @@ def test_counting_first_layer_and_pattern_layers_match_the_cpu(rng):
     features = generate.features(4096, 700, seed=int(rng.integers(1 << 30)))
     engine = CudaEngine()
     assert_same(network, features, engine)
-    assert kinds(engine, 10) == ["first"] + ["pattern"] * 7 + ["tile"] * 2
+    assert kinds(engine, 10) == ["first"] + ["run"] * 7 + ["tile"] * 2
     assert engine.feature_index.itemsize == 2
 
 
@@ -171,20 +171,22 @@ def test_fast_kernels_step_aside_where_their_conditions_fail(rng):
     assert kinds(engine, 3) == ["tile", "pattern", "pattern"]
 
 
+@pytest.mark.parametrize("runs", [False, True])
 @pytest.mark.parametrize("neurons", [1024, 4096])
-def test_pattern_layers_with_many_rows_per_warp_match_the_cpu(rng, neurons):
+def test_pattern_layers_with_many_rows_per_warp_match_the_cpu(rng, neurons, runs):
     # 20000 rows: each warp of the pattern kernel takes its rows 4, 2 and 1 at a time (at
     # 1024, 64 distinct outputs a lane at a time) or 2 and 1 (at 4096, 256 distinct outputs
-    # 4 a lane); weights 0.07 and uneven features make every sum depend on its order
+    # 4 a lane); weights 0.07 and uneven features make every sum depend on its order. With
+    # runs, the run kernel takes layers 1-5 (and layer 6 at 4096 goes alone: runs are odd)
     network = generate.radixnet(neurons, 7, seed=int(rng.integers(1 << 30)))
     layers = [sp.csr_matrix(layer, dtype=np.float32) for layer in network.layers]
     for layer in layers:
         layer.data[:] = np.float32(0.07)
     features = generate.features(neurons, 20000, seed=int(rng.integers(1 << 30)))
     features.data[:] = rng.uniform(0.5, 4.0, features.nnz).astype(np.float32)
-    engine = CudaEngine()
+    engine = CudaEngine(runs=runs)
     found = assert_same(Network(neurons, layers, network.bias), features, engine)
-    assert kinds(engine, 3) == ["tile", "pattern", "pattern"]
+    assert kinds(engine, 3) == ["tile"] + ["run" if runs else "pattern"] * 2
     assert pattern_vector(engine.layers[1].layout) == (1 if neurons == 1024 else 4)
     assert 15000 < found.active_rows[-1] < found.active_rows[0]
 
@@ -211,11 +213,35 @@ def test_pattern_layers_with_rotated_sources_match_the_cpu(rng):
     network = rotation_network(rng, [5, 2, 12, 127, 1, 8])
     features = random_features(rng, 5000, network.neurons)
     features.data[:] = rng.uniform(0.5, 4.0, features.nnz).astype(np.float32)
-    engine = CudaEngine()
+    engine = CudaEngine(runs=False)
     found = assert_same(network, features, engine)
     assert kinds(engine, 7)[1:] == ["pattern"] * 6
     assert all(pattern_shifted(engine.layers[index].layout) for index in range(1, 7))
     assert 0 < found.active_rows[-1] < found.active_rows[0] / 2
+
+
+@pytest.mark.parametrize("blocks,copies,shifts,row_threads", [
+    (16, 4, [1, 2, 3, 4, 5], 4),
+    (128, 4, [5, 2, 12, 127, 1, 8, 64, 3, 4, 32, 16, 2, 7, 1, 100, 6, 9], 32),
+    (1024, 1, [512, 4, 2, 999, 8], 256),
+    (4096, 1, [4, 2048, 1, 3, 6], 512)])
+def test_runs_of_rotation_layers_match_the_cpu(rng, blocks, copies, shifts, row_threads):
+    # rows 4 to 4096 floats wide (groups of 4 to 512 threads, 2 outputs of 4 a thread at
+    # 4096); every alignment of shift; weight 2 and bias -10: many rows die and the rest
+    # saturate and retire inside the run. With 17 rotations the run is cut at 15 layers
+    # and goes past the end of the first graph (8 layers); a depth inside it cuts it too
+    network = rotation_network(rng, shifts, blocks=blocks, copies=copies, weight=2.0, bias=-10.0)
+    features = random_features(rng, 3000 if blocks < 4096 else 800, network.neurons)
+    features.data[:] = rng.uniform(0.5, 4.0, features.nnz).astype(np.float32)
+    for depth in (len(shifts) + 1, 4):
+        expected = infer(network, features, CpuEngine(), depth)
+        assert expected.active_rows[-1] < expected.active_rows[1]
+        for engine in (CudaEngine(), CudaEngine(graphs=False)):
+            found = infer(network, features, engine, depth)
+            assert np.array_equal(found.categories, expected.categories)
+            assert found.active_rows == expected.active_rows
+    assert engine.kernel_kind(1) == "run" and engine._run_shapes[1][1][1] == row_threads
+    assert engine.launch_end(1, 100) == min(16, len(shifts) + 1 - (len(shifts) % 2 == 0))
 
 
 def test_saturated_rows_retire_only_when_later_layers_keep_them(rng):

@@ -6,6 +6,8 @@ per stored entry, in stored order) and must match the uncompressed network bit f
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -24,6 +26,7 @@ from spdnn.backends.layout import (
     distinct_columns,
     input_fanout,
     layer_layouts,
+    rotation_runs,
     rotation_shift,
     shared_pattern,
     tile_offsets,
@@ -174,6 +177,19 @@ def test_rotation_shift_is_found_in_radixnet_and_in_rotations_only(rng):
     assert rotation_shift(np.stack([column, (column + 3) % 16]), 16) is None   # not smaller first
     assert rotation_shift(np.stack([lower, upper])[:, rng.permutation(16)], 16) is None
     assert rotation_shift(np.stack([lower, upper, upper]), 16) is None
+
+
+def test_rotation_runs_are_consecutive_rotations_in_one_pattern(rng):
+    layouts = list(layer_layouts(generate.radixnet(4096, 12, seed=int(rng.integers(1 << 30))),
+                                 4096))
+    assert rotation_runs(layouts, 15) == [range(1, 8)]      # layer 0 counts, layer 8 mixes
+    assert rotation_runs(layouts, 4) == [range(1, 5), range(5, 8)]
+    assert rotation_runs(layouts, 3) == [range(1, 4), range(4, 7)]    # layer 7 alone: none
+    reversed_order = tuple(1 - k for k in layouts[4].pattern)
+    layouts[4] = dataclasses.replace(layouts[4], pattern=reversed_order)
+    assert rotation_runs(layouts, 15) == [range(1, 4), range(5, 8)]
+    layouts[6] = dataclasses.replace(layouts[6], shift=None)
+    assert rotation_runs(layouts, 15) == [range(1, 4)]
 
 
 def test_shared_pattern_needs_one_order_of_few_distinct_inputs(rng):

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 
 from ..challenge import YMAX
 from ..network import VALUE_DTYPE, Network
-from .layout import LayerLayout, layer_layouts, tile_rows
+from .layout import LayerLayout, layer_layouts, rotation_runs, tile_rows
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 
@@ -75,6 +75,15 @@ MARCH_LAYER = np.dtype([("index", "<u8"), ("values", "<u8"), ("inputs", "<i4"),
                         ("shift", "<i4"), ("index_bytes", "<i4"), ("weight", "<f4"),
                         ("unused", "<i4")])
 """kernels/march.cu's MarchLayer, field for field."""
+RUN_LAYERS = 15
+"""Layers one launch of the run kernel (kernels/run.cu) takes at most: odd, see launch_end."""
+RUN_LAYER = np.dtype([("inputs", "<i4"), ("outputs", "<i4"), ("shift", "<i4"),
+                      ("weight", "<f4")])
+"""kernels/run.cu's RunLayer, field for field."""
+RUN_THREADS = 256
+"""Threads of a run kernel block (more where one row takes more)."""
+RUN_ROW_THREADS = 512
+"""Threads that carry one row of a run at most (4 outputs each at a time)."""
 WARM_UP_ROWS = 8
 WARM_UP_MERGE_ROWS = 65536
 SMALL_THREADS = 256
@@ -311,7 +320,7 @@ class CudaEngine:
 
     def __init__(self, threads: int | None = None, batch_rows: int | None = None,
                  tile_bytes: int = TILE_BYTES, resident_weights: bool | None = None,
-                 graphs: bool = True, march: bool = True):
+                 graphs: bool = True, march: bool = True, runs: bool = True):
         import os
 
         cp = _cupy()
@@ -339,6 +348,8 @@ class CudaEngine:
         """Launch runs of GRAPH_LAYERS layers as captured CUDA graphs (else one by one)."""
         self.march = march
         """Run the few rows left after the busy layers through many layers per launch."""
+        self.runs = runs
+        """Run consecutive rotation pattern layers as one launch (kernels/run.cu)."""
         self._capture_stream = None
 
     # ------------------------------------------------------------------ network
@@ -374,6 +385,7 @@ class CudaEngine:
                 fanout=cp.asarray(layout.fanout) if layout.fanout is not None else None))
         self.keeps_saturated = self._saturation_check()
         self._march_setup()
+        self._runs_setup()
 
     def _pattern_layer(self, index: int) -> bool:
         layout = self.layers[index].layout
@@ -406,6 +418,61 @@ class CudaEngine:
                                 layer.rows.bit_length() - 1, layout.index.dtype.itemsize,
                                 layout.weight or 0.0, 0)
         self._march_table = self.cp.asarray(table.view(np.uint8))
+
+    def _runs_setup(self) -> None:
+        """Find the runs of layers that kernels/run.cu takes in one launch (layout.py's
+        `rotation_runs` whose widest row fits a block's shared memory twice per row
+        group) and describe every layer of them for the kernel."""
+        self._run_shapes = {}         # layer -> (stop of its run, the run's kernel settings)
+        table = np.zeros(max(1, len(self.layers)), RUN_LAYER)
+        for run in rotation_runs([layer.layout for layer in self.layers], RUN_LAYERS):
+            layouts = [self.layers[index].layout for index in run]
+            widest = max(max(layout.inputs, layout.outputs) for layout in layouts)
+            row_threads = min(RUN_ROW_THREADS, max(4, 1 << (widest // 4 - 1).bit_length()))
+            threads = max(RUN_THREADS, row_threads)
+            shared = threads // row_threads * 2 * widest * 4
+            if shared > self.shared_per_block:
+                continue
+            pattern = "".join(map(str, layouts[0].pattern))
+            for index, layout in zip(run, layouts, strict=True):
+                self._run_shapes[index] = (run.stop, (threads, row_threads, widest, pattern))
+                table[index] = (layout.inputs, layout.outputs, layout.shift, layout.weight)
+        self._run_table = self.cp.asarray(table.view(np.uint8))
+
+    def launch_end(self, index: int, limit: int) -> int:
+        """Return where one launch from layer `index` ends, at most at `limit`: the end of
+        the run kernel's layers from there, or index + 1 (then the layer has a kernel of
+        its own). A launch runs an odd number of layers, so that it reads one buffer pair
+        and writes the other, as the layers one by one would."""
+        stop = min(self._run_shapes[index][0], limit) if self.runs and index in \
+            self._run_shapes else index + 1
+        stop -= (stop - index) % 2 == 0
+        return stop
+
+    def _run_plan(self, settings: tuple) -> tuple:
+        """Return (kernel, grid, threads, shared bytes) of the run kernel for `settings`."""
+        plan = self._plans.get(("run", settings))
+        if plan is None:
+            threads, row_threads, widest, pattern = settings
+            function = kernel("run.cu", "pattern_run", THREADS=threads, ROW_THREADS=row_threads,
+                              WIDEST=widest, PATTERN=f'"{pattern}"', MAX_LAYERS=RUN_LAYERS)
+            shared = threads // row_threads * 2 * widest * 4
+            if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
+                function.max_dynamic_shared_size_bytes = shared
+            plan = self._plans[("run", settings)] = (
+                function, self._blocks(function, threads, shared), threads, shared)
+        return plan
+
+    def _run(self, batch: Batch, first: int, end: int, values, spare, active,
+             spare_active) -> None:
+        """Launch the run kernel over layers [first, end) (an odd number of them)."""
+        function, grid, threads, shared = self._run_plan(self._run_shapes[first][1])
+        state = batch.state
+        function((grid,), (threads,),
+                 (self._run_table, np.int32(first), np.int32(end), values, spare, active,
+                  spare_active, batch.history, np.uint64(batch.report), state["multiplicity"],
+                  state["retired"], state["staged"], batch.place.retire, state["run_done"],
+                  self.bias, np.float32(YMAX)), shared_mem=shared)
 
     def _march_plan(self) -> tuple:
         """Return (kernel, grid, shared bytes, widest row) of the march kernel."""
@@ -464,7 +531,7 @@ class CudaEngine:
                 "retired": cp.zeros(slots, cp.uint8), "slot_stats": cp.zeros(2 * slots, cp.int32),
                 "tile_done": cp.zeros(slots, cp.int32), "staged": cp.zeros(slots, cp.int32),
                 "which": cp.zeros(slots, cp.int32), "alive": cp.zeros(slots, cp.uint8),
-                "march_done": cp.zeros(1, cp.int32),
+                "march_done": cp.zeros(1, cp.int32), "run_done": cp.zeros(1, cp.int32),
                 "list_words": cp.zeros(-(-slots // 32), cp.uint32),
                 "list_done": cp.zeros(1, cp.int32)}
 
@@ -566,8 +633,10 @@ class CudaEngine:
         return FirstLayer(term, min(warps, max(by_features, by_shared)))
 
     def kernel_kind(self, index: int) -> str:
-        """Return which kernel runs layer `index` on the loaded features: first, pattern
-        or tile (layer.cu)."""
+        """Return which kernel runs layer `index` on the loaded features in a full-depth
+        run: first, run (with the layers around it), pattern or tile (layer.cu)."""
+        if self.runs and index in self._run_shapes:
+            return "run"
         return self._plan(index, index == 0).kind
 
     @property
@@ -654,10 +723,17 @@ class CudaEngine:
                 self.categories(batch)
         finally:
             self.graphs = graphs
-        if self.march_from is not None:   # load the march kernel: one launch with no rows
-            for batch in self.batches(sample, len(self.layers)):
-                batch.place.history.fill(0)
+        for batch in self.batches(sample, len(self.layers)):   # the multi-layer kernels:
+            batch.place.history.fill(0)                        # one launch with no rows
+            if self.march_from is not None:
                 self._march(batch, self.march_from, self.march_from + 1)
+            loaded = set()
+            for index, (stop, settings) in self._run_shapes.items():
+                end = self.launch_end(index, stop)
+                if end > index + 1 and settings not in loaded:
+                    loaded.add(settings)
+                    self._run(batch, index, end, batch.values, batch.spare, batch.active,
+                              batch.spare_active)
         # a merge of a full batch of equal rows: CuPy compiles its scans by size class
         many = min(features.batch_rows, WARM_UP_MERGE_ROWS)
         if many > 1:
@@ -737,7 +813,8 @@ class CudaEngine:
     def layer(self, batch: Batch, index: int) -> Batch:
         """Compute layer `index`, or note it done when a march or a graph launched it
         already: a march when few rows are left, else a graph of the layers up to the
-        next chunk end, else (weights streamed, graphs off) the layer alone."""
+        next chunk end, else (weights streamed, graphs off) the layer alone or the run
+        kernel's layers from it."""
         if index >= batch.launched:
             batch.launched = self._try_march(batch, index)
             if not batch.launched:
@@ -746,9 +823,8 @@ class CudaEngine:
                 if graph is not None:
                     graph.launch()
                 else:
-                    self._launch_layer(batch, index, batch.values, batch.spare, batch.active,
-                                       batch.spare_active)
-                    end = index + 1
+                    end = self._launch_from(batch, index, end, batch.values, batch.spare,
+                                            batch.active, batch.spare_active)
                 batch.launched = end
             if batch.launched % MERGE_INTERVAL == 0 or batch.launched == batch.depth:
                 self._list_ahead(batch, batch.launched)
@@ -759,8 +835,11 @@ class CudaEngine:
 
     def _chunk_end(self, batch: Batch, index: int) -> int:
         """Return where the graph that starts at layer `index` ends: at a multiple of
-        GRAPH_LAYERS, the depth, or the layer where marching may start."""
+        GRAPH_LAYERS (or past it, at the end of a run kernel's layers that go on past
+        it), the depth, or the layer where marching may start."""
         end = min(batch.depth, (index // GRAPH_LAYERS + 1) * GRAPH_LAYERS)
+        if self.runs and end - 1 in self._run_shapes:
+            end = min(batch.depth, max(end, self._run_shapes[end - 1][0]))
         if self.march_from is not None and index < self.march_from:
             end = min(end, self.march_from)
         return end
@@ -823,6 +902,17 @@ class CudaEngine:
                   np.int32(MARCH_ROWS), self.bias,
                   np.float32(YMAX)), shared_mem=shared)
 
+    def _launch_from(self, batch: Batch, index: int, limit: int, values, spare, active,
+                     spare_active) -> int:
+        """Launch layer `index` alone or, where the run kernel takes it, its layers from
+        there up to `limit` at most; return the layer after those launched."""
+        end = self.launch_end(index, limit)
+        if end == index + 1:
+            self._launch_layer(batch, index, values, spare, active, spare_active)
+        else:
+            self._run(batch, index, end, values, spare, active, spare_active)
+        return end
+
     def _launch_layer(self, batch: Batch, index: int, values, spare, active, spare_active):
         self._launch(index, None if index == 0 else values,
                      batch.features if index == 0 else None, spare, active, spare_active,
@@ -846,10 +936,14 @@ class CudaEngine:
             with stream:
                 stream.begin_capture()
                 try:
-                    for index in range(first, end):
-                        self._launch_layer(batch, index, values, spare, active, spare_active)
-                        values, spare = spare, values
-                        active, spare_active = spare_active, active
+                    index = first
+                    while index < end:
+                        after = self._launch_from(batch, index, end, values, spare, active,
+                                                  spare_active)
+                        if (after - index) % 2:
+                            values, spare = spare, values
+                            active, spare_active = spare_active, active
+                        index = after
                 finally:
                     graph = stream.end_capture()
         except (AttributeError, cp.cuda.runtime.CUDARuntimeError,

@@ -278,6 +278,28 @@ def rotation_shift(sources: np.ndarray, inputs: int) -> int | None:
     return shift if np.array_equal(sources[0], lower) and np.array_equal(sources[1], upper) else None
 
 
+def rotation_runs(layouts: list[LayerLayout], most: int) -> list[range]:
+    """Return the runs of three or more consecutive layers after the first that one
+    launch of the run kernel (kernels/run.cu) may take: layers whose columns read two
+    inputs by a rotation (`shift` set), all in the pattern of the run's first layer, with
+    inputs and outputs multiples of 4. A longer stretch is cut into runs of `most` layers."""
+    def joins(index: int, start: int | None) -> bool:
+        layout = layouts[index]
+        fits = layout.shift is not None and layout.inputs % 4 == 0 and layout.outputs % 4 == 0
+        return fits and (start is None or (layout.pattern == layouts[start].pattern
+                                           and index - start < most))
+
+    runs, start = [], None
+    for index in range(1, len(layouts) + 1):
+        if start is not None and (index == len(layouts) or not joins(index, start)):
+            if index - start >= 3:
+                runs.append(range(start, index))
+            start = None
+        if start is None and index < len(layouts) and joins(index, None):
+            start = index
+    return runs
+
+
 def input_fanout(index: np.ndarray, inputs: int) -> np.ndarray | None:
     """Return, per input, the rows of `index` that read it (padded with index.shape[0]),
     or None when some input feeds more than MAX_FANOUT rows or a row reads one twice."""

@@ -1,0 +1,237 @@
+// A run of pattern layers in one launch: layers [first, end), each of whose columns d
+// reads two inputs, d and (d + shift) mod inputs, the smaller one first, in one shared
+// order of WIDTH entries (layout.py's `pattern` and `shift`: RadiX-Net's first block).
+// Rows are independent from one layer to the next, so a group of ROW_THREADS threads
+// takes one row and carries it through the run in shared memory: the row is read from
+// memory once and written once, where layer by layer (pattern.cu) it is read and written
+// once per layer. Each output is computed as pattern.cu computes it (the same products,
+// added in the stored order on registers, then `activate`), so results match it and the
+// CPU backend bit for bit. A row stops where it dies or retires (rows_fate.cuh).
+//
+// Layers are described by RunLayer records in device memory (cuda.py's RUN_LAYER dtype).
+// A block owns the active rows [lo, hi) of layer `first` (block_rows) and splits them
+// among its GROUPS groups; a thread computes 4 consecutive outputs at a time (16-byte
+// reads and writes of shared memory; inputs and outputs are multiples of 4). The block
+// counts each layer's kept and retired rows and images in shared memory and adds them to
+// history[4 (l + 1) ...] once; the rows kept by layer end - 1 go to y_out (their values)
+// and active_out (their slots, staged at staged[lo ...] first). report[first] gets the
+// input count as the launch starts, report[l] for the later layers of the run once every
+// block is done. Built at run time by CuPy (NVRTC) with -D options; the defaults below let
+// `nvcc -c` compile this file alone.
+
+#include "rows_fate.cuh"
+
+#ifndef PATTERN
+#define PATTERN "0101"       // which of the two inputs each stored entry reads, in order
+#endif
+#define WIDTH ((int)sizeof(PATTERN) - 1)
+#ifndef THREADS
+#define THREADS 256
+#endif
+#ifndef ROW_THREADS
+#define ROW_THREADS 64       // threads that carry one row: a power of two, 4 .. THREADS
+#endif
+#ifndef WIDEST
+#define WIDEST 256           // floats of the run's widest row, a multiple of 4
+#endif
+#ifndef OCCUPANCY
+#define OCCUPANCY 1024       // threads a multiprocessor that the registers are sized for
+#endif
+#ifndef MAX_LAYERS
+#define MAX_LAYERS 16        // layers of one launch at most
+#endif
+#define GROUPS (THREADS / ROW_THREADS)
+
+#if ROW_THREADS > 32 && GROUPS > 1 && GROUPS > 15
+#error "groups of several warps take the named barriers 1 .. GROUPS"
+#endif
+#if WIDEST % 4 != 0
+#error "WIDEST is a multiple of 4"
+#endif
+
+struct RunLayer {
+    int inputs, outputs, shift;
+    float weight;
+};
+
+__device__ __forceinline__ constexpr int order(int k) { return PATTERN[k] - '0'; }
+
+// The lanes of this thread's group within its warp (groups of up to 32 threads).
+__device__ __forceinline__ unsigned group_mask() {
+#if ROW_THREADS >= 32
+    return FULL_MASK;
+#else
+    return ((1u << ROW_THREADS) - 1) << (threadIdx.x % 32 / ROW_THREADS * ROW_THREADS);
+#endif
+}
+
+// Wait for the other threads of this row group (their shared-memory writes become visible).
+__device__ __forceinline__ void group_sync(int group) {
+#if ROW_THREADS <= 32
+    __syncwarp(group_mask());
+#elif GROUPS == 1
+    __syncthreads();
+#else
+    asm volatile("bar.sync %0, %1;" ::"r"(group + 1), "n"(ROW_THREADS) : "memory");
+#endif
+}
+
+// The inputs of outputs d .. d + 3 of a row in shared memory: x[0] the smaller of
+// e and (e + shift) mod inputs for each output e, x[1] the larger. 16-byte reads when
+// shift is a multiple of 4 (no quad straddles the wrap), 8-byte ones when of 2, else one
+// by one; one shift a layer, so every branch is uniform.
+__device__ __forceinline__ void gather(const float* row, int d, int shift, int inputs,
+                                       float (*x)[4]) {
+    if ((shift & 3) == 0) {
+        int b = d + shift;
+        b -= b >= inputs ? inputs : 0;
+        const float4 lo = *reinterpret_cast<const float4*>(row + min(d, b));
+        const float4 hi = *reinterpret_cast<const float4*>(row + max(d, b));
+        x[0][0] = lo.x, x[0][1] = lo.y, x[0][2] = lo.z, x[0][3] = lo.w;
+        x[1][0] = hi.x, x[1][1] = hi.y, x[1][2] = hi.z, x[1][3] = hi.w;
+    } else if ((shift & 1) == 0) {
+#pragma unroll
+        for (int h = 0; h < 4; h += 2) {
+            const int e = d + h;
+            int b = e + shift;
+            b -= b >= inputs ? inputs : 0;
+            const float2 lo = *reinterpret_cast<const float2*>(row + min(e, b));
+            const float2 hi = *reinterpret_cast<const float2*>(row + max(e, b));
+            x[0][h] = lo.x, x[0][h + 1] = lo.y, x[1][h] = hi.x, x[1][h + 1] = hi.y;
+        }
+    } else {
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+            const int e = d + v;
+            int b = e + shift;
+            b -= b >= inputs ? inputs : 0;
+            x[0][v] = row[min(e, b)];
+            x[1][v] = row[max(e, b)];
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, OCCUPANCY / THREADS)
+pattern_run(const RunLayer* __restrict__ layers, int first, int end,
+            const float* __restrict__ y_in, float* __restrict__ y_out,
+            const int* __restrict__ active_in, int* __restrict__ active_out,
+            int* __restrict__ history, int* __restrict__ report,
+            const int* __restrict__ multiplicity, unsigned char* __restrict__ retired,
+            int* __restrict__ staged, const int* __restrict__ retire_layer,
+            int* __restrict__ done_blocks, float bias, float ymax) {
+    extern __shared__ __align__(16) float rows[];   // GROUPS x 2 x WIDEST: a row, its next
+    __shared__ int tally[MAX_LAYERS][4];     // per layer: kept rows, images, retired, images
+#if ROW_THREADS > 32
+    __shared__ int row_counts[GROUPS][2][2];     // non-zero, YMAX outputs by layer parity
+#endif
+    __shared__ int base;
+
+    const int n = history[4 * first];
+    if (report != nullptr && blockIdx.x == 0 && threadIdx.x == 0) report[first] = n;
+    int lo, hi;
+    block_rows(n, lo, hi);
+    for (int i = threadIdx.x; i < MAX_LAYERS * 4; i += THREADS) tally[i / 4][i % 4] = 0;
+    __syncthreads();
+
+    const int group = threadIdx.x / ROW_THREADS, t = threadIdx.x % ROW_THREADS;
+    float* const mine = rows + group * 2 * WIDEST;   // buffer p at mine + p * WIDEST
+    const int last = end - 1 - first;
+
+    for (int r = lo + group; r < hi; r += GROUPS) {
+        const int slot = active_in[r];
+        {
+            const int inputs = layers[first].inputs;
+            const float4* in = reinterpret_cast<const float4*>(y_in + (long long)slot * inputs);
+            for (int c = t; c < inputs / 4; c += ROW_THREADS)
+                reinterpret_cast<float4*>(mine)[c] = __ldg(in + c);
+        }
+        int cur = 0;
+        for (int l = first; l < end; ++l) {
+            const RunLayer layer = layers[l];
+#if ROW_THREADS > 32
+            if (t == 0) {        // nobody reads these since the last layer but one
+                row_counts[group][cur][0] = 0;
+                row_counts[group][cur][1] = 0;
+            }
+#endif
+            group_sync(group);   // the row is in buffer cur (and the counters are zero)
+            const float* x = mine + cur * WIDEST;
+            float* next = mine + (cur ^ 1) * WIDEST;
+            int nonzero = 0, saturated = 0;
+            for (int d = 4 * t; d < layer.outputs; d += 4 * ROW_THREADS) {
+                float in[2][4];
+                gather(x, d, layer.shift, layer.inputs, in);
+                float y[4];
+#pragma unroll
+                for (int v = 0; v < 4; ++v) {
+                    const float product[2] = {mul_rn(in[0][v], layer.weight),
+                                              mul_rn(in[1][v], layer.weight)};
+                    float acc = product[order(0)];
+#pragma unroll
+                    for (int k = 1; k < WIDTH; ++k) acc = add_rn(acc, product[order(k)]);
+                    y[v] = activate(acc, bias, ymax);
+                    nonzero += !is_zero(y[v]);
+                    saturated += y[v] == ymax;
+                }
+                *reinterpret_cast<float4*>(next + d) = make_float4(y[0], y[1], y[2], y[3]);
+            }
+#if ROW_THREADS <= 32
+            nonzero = __reduce_add_sync(group_mask(), nonzero);
+            saturated = __reduce_add_sync(group_mask(), saturated);
+#else
+            nonzero = warp_sum(nonzero);
+            saturated = warp_sum(saturated);
+            if (t % 32 == 0) {
+                atomicAdd(&row_counts[group][cur][0], nonzero);
+                atomicAdd(&row_counts[group][cur][1], saturated);
+            }
+            group_sync(group);   // the counts and the next row are complete
+            nonzero = row_counts[group][cur][0];
+            saturated = row_counts[group][cur][1];
+#endif
+            const Fate fate = row_fate(true, slot, nonzero, saturated, layer.outputs,
+                                       retire_layer[l], multiplicity);
+            int* counts = tally[l - first];
+            if (t == 0) {
+                if (fate.keep) {
+                    const int at = atomicAdd(&counts[0], 1);
+                    atomicAdd(&counts[1], fate.images);
+                    if (l == end - 1) staged[lo + at] = slot;
+                } else if (fate.retiring) {
+                    atomicAdd(&counts[2], 1);
+                    atomicAdd(&counts[3], fate.images);
+                    retired[slot] = 1;
+                }
+            }
+            cur ^= 1;
+            if (!fate.keep) break;       // the same answer on every thread of the group
+            if (l == end - 1) {      // each thread copies the outputs it computed
+                float4* out = reinterpret_cast<float4*>(y_out + (long long)slot * layer.outputs);
+                for (int c = t; c < layer.outputs / 4; c += ROW_THREADS)
+                    out[c] = reinterpret_cast<const float4*>(next)[c];
+            }
+        }
+        group_sync(group);   // done with the buffers before the next row fills them
+    }
+
+    // the block's counts, each layer's with one atomic each; the kept slots of the last
+    // layer to their place in the next active list
+    __syncthreads();
+    const int kept = tally[last][0];
+    if (threadIdx.x == 0) base = kept ? atomicAdd(&history[4 * end], kept) : 0;
+    for (int i = threadIdx.x; i < (last + 1) * 4; i += THREADS) {
+        const int l = i / 4, k = i % 4;
+        if ((l != last || k != 0) && tally[l][k] != 0)
+            atomicAdd(&history[4 * (first + l + 1) + k], tally[l][k]);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kept; i += THREADS) active_out[base + i] = staged[lo + i];
+
+    // the last block to finish reports every later layer's input count to the host
+    if (last_block(done_blocks)) {
+        if (report != nullptr)
+            for (int l = first + 1 + threadIdx.x; l < end; l += THREADS)
+                report[l] = *(volatile int*)&history[4 * l];
+        if (threadIdx.x == 0) *done_blocks = 0;
+    }
+}
