@@ -141,7 +141,7 @@ def test_subnormal_values_match_the_cpu(rng, bias):
     features = generate.features(1024, 2000, seed=int(rng.integers(1 << 30)))
     engine = CudaEngine()
     found = assert_same(Network(1024, layers, bias), features, engine)
-    assert kinds(engine, 3) == ["tile", "pattern", "pattern"] and found.active_rows[-1] > 1000
+    assert kinds(engine, 3) == ["tile", "run", "run"] and found.active_rows[-1] > 1000
 
 
 def test_networks_wider_than_16_bit_indices_match_the_cpu(rng):
@@ -160,15 +160,17 @@ def test_fast_kernels_step_aside_where_their_conditions_fail(rng):
         features.data[:] = value if value is not None else rng.choice([0.5, 1.0], features.nnz)
         engine = CudaEngine()
         assert_same(network, features, engine)
-        assert kinds(engine, 3) == ["tile", "pattern", "pattern"]
-    # weights 0.3 (no power of two): sums depend on their order, the pattern keeps it
+        assert kinds(engine, 3) == ["tile", "run", "run"]
+    # weights 0.3 (no power of two): sums depend on their order, the pattern keeps it,
+    # in a run and layer by layer
     scaled = Network(1024, [sp.csr_matrix(layer * np.float32(0.3), dtype=np.float32)
                             for layer in network.layers], network.bias)
     features = binary.copy()
     features.data[:] = rng.uniform(0.5, 4.0, features.nnz).astype(np.float32)
-    engine = CudaEngine()
-    assert_same(scaled, features, engine)
-    assert kinds(engine, 3) == ["tile", "pattern", "pattern"]
+    for runs in (True, False):
+        engine = CudaEngine(runs=runs)
+        assert_same(scaled, features, engine)
+        assert kinds(engine, 3) == ["tile"] + ["run" if runs else "pattern"] * 2
 
 
 @pytest.mark.parametrize("runs", [False, True])
@@ -222,14 +224,15 @@ def test_pattern_layers_with_rotated_sources_match_the_cpu(rng):
 
 @pytest.mark.parametrize("blocks,copies,shifts,row_threads", [
     (16, 4, [1, 2, 3, 4, 5], 4),
-    (128, 4, [5, 2, 12, 127, 1, 8, 64, 3, 4, 32, 16, 2, 7, 1, 100, 6, 9], 32),
-    (1024, 1, [512, 4, 2, 999, 8], 256),
-    (4096, 1, [4, 2048, 1, 3, 6], 512)])
+    (128, 4, [5, 2, 12, 127, 1, 8, 63, 3, 4, 32, 16, 2, 7, 1, 100, 6, 9], 32),
+    (1024, 1, [511, 4, 2, 999, 8], 256),
+    (4096, 1, [4, 2047, 1, 3, 6], 512)])
 def test_runs_of_rotation_layers_match_the_cpu(rng, blocks, copies, shifts, row_threads):
     # rows 4 to 4096 floats wide (groups of 4 to 512 threads, 2 outputs of 4 a thread at
     # 4096); every alignment of shift; weight 2 and bias -10: many rows die and the rest
     # saturate and retire inside the run. With 17 rotations the run is cut at 15 layers
-    # and goes past the end of the first graph (8 layers); a depth inside it cuts it too
+    # and goes past the end of the first graph (8 layers); a depth inside it cuts it too.
+    # (A shift of half the blocks would make columns d and d + shift equal: no rotation.)
     network = rotation_network(rng, shifts, blocks=blocks, copies=copies, weight=2.0, bias=-10.0)
     features = random_features(rng, 3000 if blocks < 4096 else 800, network.neurons)
     features.data[:] = rng.uniform(0.5, 4.0, features.nnz).astype(np.float32)
