@@ -286,7 +286,8 @@ def main() -> int:
         truth = cpu_categories(network, features[:check_rows], depths)
         log(f"N={neurons}: CPU truth on {check_rows} rows in {time.perf_counter() - started:.1f} s")
 
-        engine = CudaEngine(march=not args.no_march, runs=not args.no_runs)
+        options = {"runs": False} if args.no_runs else {}     # older engines have no runs
+        engine = CudaEngine(march=not args.no_march, **options)
         started = time.perf_counter()
         engine.load_network(network)
         engine.synchronize()

@@ -226,9 +226,9 @@ def test_pattern_layers_with_rotated_sources_match_the_cpu(rng):
     (16, 4, [1, 2, 3, 4, 5], 4),
     (128, 4, [5, 2, 12, 127, 1, 8, 63, 3, 4, 32, 16, 2, 7, 1, 100, 6, 9], 32),
     (1024, 1, [511, 4, 2, 999, 8], 256),
-    (4096, 1, [4, 2047, 1, 3, 6], 512)])
+    (4096, 1, [4, 2047, 1, 3, 6], 256)])
 def test_runs_of_rotation_layers_match_the_cpu(rng, blocks, copies, shifts, row_threads):
-    # rows 4 to 4096 floats wide (groups of 4 to 512 threads, 2 outputs of 4 a thread at
+    # rows 16 to 4096 floats wide (groups of 4 to 256 threads, 4 outputs of 4 a thread at
     # 4096); every alignment of shift; weight 2 and bias -10: many rows die and the rest
     # saturate and retire inside the run. With 17 rotations the run is cut at 15 layers
     # and goes past the end of the first graph (8 layers); a depth inside it cuts it too.

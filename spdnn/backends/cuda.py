@@ -82,7 +82,7 @@ RUN_LAYER = np.dtype([("inputs", "<i4"), ("outputs", "<i4"), ("shift", "<i4"),
 """kernels/run.cu's RunLayer, field for field."""
 RUN_THREADS = 256
 """Threads of a run kernel block (more where one row takes more)."""
-RUN_ROW_THREADS = 512
+RUN_ROW_THREADS = 256
 """Threads that carry one row of a run at most (4 outputs each at a time)."""
 WARM_UP_ROWS = 8
 WARM_UP_MERGE_ROWS = 65536

@@ -120,34 +120,56 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
             int* __restrict__ staged, const int* __restrict__ retire_layer,
             int* __restrict__ done_blocks, float bias, float ymax) {
     extern __shared__ __align__(16) float rows[];   // GROUPS x 2 x WIDEST: a row, its next
+    __shared__ RunLayer table[MAX_LAYERS];   // layers [first, end)
+    __shared__ int retire[MAX_LAYERS];       // may layer first + l retire all-YMAX rows
     __shared__ int tally[MAX_LAYERS][4];     // per layer: kept rows, images, retired, images
 #if ROW_THREADS > 32
     __shared__ int row_counts[GROUPS][2][2];     // non-zero, YMAX outputs by layer parity
 #endif
     __shared__ int base;
 
-    const int n = history[4 * first];
+    const int n = history[4 * first], depth = end - first;
     if (report != nullptr && blockIdx.x == 0 && threadIdx.x == 0) report[first] = n;
     int lo, hi;
     block_rows(n, lo, hi);
     for (int i = threadIdx.x; i < MAX_LAYERS * 4; i += THREADS) tally[i / 4][i % 4] = 0;
+    for (int i = threadIdx.x; i < depth; i += THREADS) {
+        table[i] = layers[first + i];
+        retire[i] = retire_layer[first + i];
+    }
     __syncthreads();
 
     const int group = threadIdx.x / ROW_THREADS, t = threadIdx.x % ROW_THREADS;
     float* const mine = rows + group * 2 * WIDEST;   // buffer p at mine + p * WIDEST
-    const int last = end - 1 - first;
+    const int quads = table[0].inputs / 4;           // of an input row
+
+    // A group's next row is loaded into registers while it works on the row before, and
+    // the slot after it is known by then, so that no row starts by waiting on memory.
+    constexpr int AHEAD = (WIDEST / 4 + ROW_THREADS - 1) / ROW_THREADS;
+    float4 ahead[AHEAD];
+    int slot_ahead = 0, images_ahead = 0;
+    int slot_after = lo + group < hi ? active_in[lo + group] : 0;
+    const auto fetch = [&](int r) {          // row r's values, and row r + GROUPS's slot
+        slot_ahead = slot_after;
+        images_ahead = multiplicity[slot_ahead];
+        const float4* in = reinterpret_cast<const float4*>(y_in) + (long long)slot_ahead * quads;
+#pragma unroll
+        for (int i = 0; i < AHEAD; ++i)
+            if (t + i * ROW_THREADS < quads) ahead[i] = __ldg(in + t + i * ROW_THREADS);
+        if (r + GROUPS < hi) slot_after = active_in[r + GROUPS];
+    };
+    if (lo + group < hi) fetch(lo + group);
 
     for (int r = lo + group; r < hi; r += GROUPS) {
-        const int slot = active_in[r];
-        {
-            const int inputs = layers[first].inputs;
-            const float4* in = reinterpret_cast<const float4*>(y_in + (long long)slot * inputs);
-            for (int c = t; c < inputs / 4; c += ROW_THREADS)
-                reinterpret_cast<float4*>(mine)[c] = __ldg(in + c);
-        }
+        const int slot = slot_ahead, images = images_ahead;
+#pragma unroll
+        for (int i = 0; i < AHEAD; ++i)
+            if (t + i * ROW_THREADS < quads)
+                reinterpret_cast<float4*>(mine)[t + i * ROW_THREADS] = ahead[i];
+        if (r + GROUPS < hi) fetch(r + GROUPS);
         int cur = 0;
-        for (int l = first; l < end; ++l) {
-            const RunLayer layer = layers[l];
+        for (int l = 0; l < depth; ++l) {
+            const RunLayer layer = table[l];
 #if ROW_THREADS > 32
             if (t == 0) {        // nobody reads these since the last layer but one
                 row_counts[group][cur][0] = 0;
@@ -189,23 +211,24 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
             nonzero = row_counts[group][cur][0];
             saturated = row_counts[group][cur][1];
 #endif
-            const Fate fate = row_fate(true, slot, nonzero, saturated, layer.outputs,
-                                       retire_layer[l], multiplicity);
-            int* counts = tally[l - first];
+            // row_fate's rule, with the row's images read ahead
+            const bool alive = nonzero > 0;
+            const bool retiring = alive && retire[l] && saturated == layer.outputs;
+            const bool keep = alive && !retiring;
             if (t == 0) {
-                if (fate.keep) {
-                    const int at = atomicAdd(&counts[0], 1);
-                    atomicAdd(&counts[1], fate.images);
-                    if (l == end - 1) staged[lo + at] = slot;
-                } else if (fate.retiring) {
-                    atomicAdd(&counts[2], 1);
-                    atomicAdd(&counts[3], fate.images);
+                if (keep) {
+                    const int at = atomicAdd(&tally[l][0], 1);
+                    atomicAdd(&tally[l][1], images);
+                    if (l == depth - 1) staged[lo + at] = slot;
+                } else if (retiring) {
+                    atomicAdd(&tally[l][2], 1);
+                    atomicAdd(&tally[l][3], images);
                     retired[slot] = 1;
                 }
             }
             cur ^= 1;
-            if (!fate.keep) break;       // the same answer on every thread of the group
-            if (l == end - 1) {      // each thread copies the outputs it computed
+            if (!keep) break;            // the same answer on every thread of the group
+            if (l == depth - 1) {        // each thread copies the outputs it computed
                 float4* out = reinterpret_cast<float4*>(y_out + (long long)slot * layer.outputs);
                 for (int c = t; c < layer.outputs / 4; c += ROW_THREADS)
                     out[c] = reinterpret_cast<const float4*>(next)[c];
@@ -217,6 +240,7 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
     // the block's counts, each layer's with one atomic each; the kept slots of the last
     // layer to their place in the next active list
     __syncthreads();
+    const int last = depth - 1;
     const int kept = tally[last][0];
     if (threadIdx.x == 0) base = kept ? atomicAdd(&history[4 * end], kept) : 0;
     for (int i = threadIdx.x; i < (last + 1) * 4; i += THREADS) {
