@@ -84,6 +84,8 @@ RUN_THREADS = 256
 """Threads of a run kernel block (more where one row takes more)."""
 RUN_ROW_THREADS = 256
 """Threads that carry one row of a run at most (4 outputs each at a time)."""
+RUN_QUADS = 4
+"""Quads of outputs a thread of the run kernel computes per layer, where rows allow."""
 WARM_UP_ROWS = 8
 WARM_UP_MERGE_ROWS = 65536
 SMALL_THREADS = 256
@@ -428,7 +430,8 @@ class CudaEngine:
         for run in rotation_runs([layer.layout for layer in self.layers], RUN_LAYERS):
             layouts = [self.layers[index].layout for index in run]
             widest = max(max(layout.inputs, layout.outputs) for layout in layouts)
-            row_threads = min(RUN_ROW_THREADS, max(4, 1 << (widest // 4 - 1).bit_length()))
+            wanted = widest // (4 * RUN_QUADS)
+            row_threads = min(RUN_ROW_THREADS, max(4, 1 << (wanted - 1).bit_length()))
             threads = max(RUN_THREADS, row_threads)
             shared = threads // row_threads * 2 * widest * 4
             if shared > self.shared_per_block:
