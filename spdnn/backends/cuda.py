@@ -2,23 +2,24 @@
 
 Weights sit on the GPU in `layout.py`'s form (each layer's distinct columns in ELL).
 Activations are dense rows of the previous layer's distinct columns, one row per *slot*
-of a batch. The layer kernel (kernels/layer.cu) computes the active slots, drops the rows
-that die and retires the rows that are all YMAX when every later layer keeps them so,
-writing the next active list itself: no host round trip per layer. Two shapes of
+of a batch. The layer kernel (kernels/layer.cu) computes the active slots, drops the
+rows that die and retires the rows that are all YMAX when every later layer keeps them
+so, writing the next active list itself: no host round trip per layer. Two shapes of
 constant-weight layer have faster kernels of their own: a first layer whose features and
-weights are powers of two counts (kernels/first.cu: each feature once where the fanout is
-circulant, as in RadiX-Net), and a layer whose columns all read a few inputs in one order
-replays that order on registers (kernels/pattern.cu; computing the inputs' addresses
-where they are rotations, as in RadiX-Net); both are exact for any input that meets their
-conditions. (CuPy compiles with -ftz=true; kernels/ieee.cuh keeps subnormal values
-all the same, as the CPU does.) The host learns the
-active count a few layers late, through pinned memory, and stops launching once nothing
-is left to compute; the categories are listed on the GPU right after each launch that may
-leave nothing to compute, so that the host only reads them. Identical rows are merged on
-the GPU (kernels/rows.cu) when the layer loop asks. Layers are launched GRAPH_LAYERS at a
-time as CUDA graphs, captured once per batch (the first ones while the features load) and
-replayed by every inference. Kernels are compiled at run time by CuPy (NVRTC) and cached
-on disk.
+weights are powers of two counts (kernels/first.cu: each feature once where the fanout
+is circulant, as in RadiX-Net), and a layer whose columns all read a few inputs in one
+order replays that order on registers (kernels/pattern.cu; computing the inputs'
+addresses where they are rotations, as in RadiX-Net); both are exact for any input that
+meets their conditions. Consecutive rotation layers (RadiX-Net's first block) run as one
+launch (kernels/run.cu), each row carried through them in shared memory. (CuPy compiles
+with -ftz=true; kernels/ieee.cuh keeps subnormal values all the same, as the CPU does.)
+The host learns the active count a few layers late, through pinned memory, and stops
+launching once nothing is left to compute; the categories are listed on the GPU right
+after each launch that may leave nothing to compute, so that the host only reads them.
+Identical rows are merged on the GPU (kernels/rows.cu) when the layer loop asks. Layers
+are launched GRAPH_LAYERS at a time as CUDA graphs, captured once per batch (the first
+ones while the features load) and replayed by every inference. Kernels are compiled at
+run time by CuPy (NVRTC) and cached on disk.
 """
 
 from __future__ import annotations
