@@ -24,6 +24,7 @@
 // VEC. Built at run time by CuPy (NVRTC) with -D options; the defaults below let
 // `nvcc -c` compile this file alone.
 
+#include "rotation.cuh"
 #include "rows_fate.cuh"
 
 #ifndef PATTERN
@@ -95,41 +96,6 @@ __device__ __forceinline__ void gather(const float* __restrict__ row, const Sour
 #endif
 }
 
-// The inputs of outputs d .. d + 3 when output e reads inputs e and (e + shift) mod
-// inputs, the smaller one first: x[0] and x[1] in that order. 16-byte loads when shift
-// is a multiple of 4 (no quad then straddles the wrap), 8-byte ones when of 2, else one by
-// one; one shift a launch, so every branch is uniform.
-__device__ __forceinline__ void gather_shifted(const float* __restrict__ row, int d, int shift,
-                                               int inputs, float (*x)[VEC]) {
-    if ((shift & 3) == 0) {
-        int b = d + shift;
-        b -= b >= inputs ? inputs : 0;
-        const float4 lo = __ldg(reinterpret_cast<const float4*>(row + min(d, b)));
-        const float4 hi = __ldg(reinterpret_cast<const float4*>(row + max(d, b)));
-        x[0][0] = lo.x, x[0][1] = lo.y, x[0][2] = lo.z, x[0][3] = lo.w;
-        x[1][0] = hi.x, x[1][1] = hi.y, x[1][2] = hi.z, x[1][3] = hi.w;
-    } else if ((shift & 1) == 0) {
-#pragma unroll
-        for (int h = 0; h < 4; h += 2) {
-            const int e = d + h;
-            int b = e + shift;
-            b -= b >= inputs ? inputs : 0;
-            const float2 lo = __ldg(reinterpret_cast<const float2*>(row + min(e, b)));
-            const float2 hi = __ldg(reinterpret_cast<const float2*>(row + max(e, b)));
-            x[0][h] = lo.x, x[0][h + 1] = lo.y, x[1][h] = hi.x, x[1][h + 1] = hi.y;
-        }
-    } else {
-#pragma unroll
-        for (int v = 0; v < 4; ++v) {
-            const int e = d + v;
-            int b = e + shift;
-            b -= b >= inputs ? inputs : 0;
-            x[0][v] = __ldg(row + min(e, b));
-            x[1][v] = __ldg(row + max(e, b));
-        }
-    }
-}
-
 // Compute steps [begin, end) (STEP outputs a step) of the 2^SHIFT rows in slots[0 ...] and
 // add their non-zero and YMAX outputs to the counts of rows `row` ... of the chunk.
 template <int SHIFT>
@@ -156,8 +122,8 @@ __device__ __forceinline__ void pattern_rows(const float* __restrict__ y_in,
 #if SHIFTED
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u)         // every load first, then the sums
-            gather_shifted(in[u], min(step + u / TOGETHER, end - 1) * STEP + lane * VEC, shift,
-                           inputs, x[u]);
+            gather_rotated<true>(in[u], min(step + u / TOGETHER, end - 1) * STEP + lane * VEC,
+                                 shift, inputs, x[u]);
 #else
         Sources source[PER][UNIQUE];
 #pragma unroll

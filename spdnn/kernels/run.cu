@@ -19,6 +19,7 @@
 // block is done. Built at run time by CuPy (NVRTC) with -D options; the defaults below let
 // `nvcc -c` compile this file alone.
 
+#include "rotation.cuh"
 #include "rows_fate.cuh"
 
 #ifndef PATTERN
@@ -74,41 +75,6 @@ __device__ __forceinline__ void group_sync(int group) {
 #else
     asm volatile("bar.sync %0, %1;" ::"r"(group + 1), "n"(ROW_THREADS) : "memory");
 #endif
-}
-
-// The inputs of outputs d .. d + 3 of a row in shared memory: x[0] the smaller of
-// e and (e + shift) mod inputs for each output e, x[1] the larger. 16-byte reads when
-// shift is a multiple of 4 (no quad straddles the wrap), 8-byte ones when of 2, else one
-// by one; one shift a layer, so every branch is uniform.
-__device__ __forceinline__ void gather(const float* row, int d, int shift, int inputs,
-                                       float (*x)[4]) {
-    if ((shift & 3) == 0) {
-        int b = d + shift;
-        b -= b >= inputs ? inputs : 0;
-        const float4 lo = *reinterpret_cast<const float4*>(row + min(d, b));
-        const float4 hi = *reinterpret_cast<const float4*>(row + max(d, b));
-        x[0][0] = lo.x, x[0][1] = lo.y, x[0][2] = lo.z, x[0][3] = lo.w;
-        x[1][0] = hi.x, x[1][1] = hi.y, x[1][2] = hi.z, x[1][3] = hi.w;
-    } else if ((shift & 1) == 0) {
-#pragma unroll
-        for (int h = 0; h < 4; h += 2) {
-            const int e = d + h;
-            int b = e + shift;
-            b -= b >= inputs ? inputs : 0;
-            const float2 lo = *reinterpret_cast<const float2*>(row + min(e, b));
-            const float2 hi = *reinterpret_cast<const float2*>(row + max(e, b));
-            x[0][h] = lo.x, x[0][h + 1] = lo.y, x[1][h] = hi.x, x[1][h + 1] = hi.y;
-        }
-    } else {
-#pragma unroll
-        for (int v = 0; v < 4; ++v) {
-            const int e = d + v;
-            int b = e + shift;
-            b -= b >= inputs ? inputs : 0;
-            x[0][v] = row[min(e, b)];
-            x[1][v] = row[max(e, b)];
-        }
-    }
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, OCCUPANCY / THREADS)
@@ -182,7 +148,7 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
             int nonzero = 0, saturated = 0;
             for (int d = 4 * t; d < layer.outputs; d += 4 * ROW_THREADS) {
                 float in[2][4];
-                gather(x, d, layer.shift, layer.inputs, in);
+                gather_rotated<false>(x, d, layer.shift, layer.inputs, in);
                 float y[4];
 #pragma unroll
                 for (int v = 0; v < 4; ++v) {
