@@ -87,18 +87,23 @@ def cpu_categories(network, features, depths: list[int]) -> dict[int, np.ndarray
             for depth in depths}
 
 
+def layer_bytes(engine, index: int, rows: int, features_nnz: int) -> int:
+    """Return the bytes layer `index` must move for `rows` active rows: each row read once
+    and written once (the first layer reads the sparse features), its stored weights once."""
+    layout = engine.layers[index].layout
+    weights = layout.index.nbytes + (layout.values.nbytes if layout.values is not None else 0)
+    reads = features_nnz * engine.feature_bytes_per_entry if index == 0 \
+        else rows * layout.inputs * 4
+    return reads + rows * layout.outputs * 4 + weights
+
+
 def layer_floor_bytes(engine, history_rows: list[int], features_nnz: int, depth: int) -> float:
-    """Return the bytes the work done must move: each computed row read once and written
-    once, each layer's stored weights once (the first layer reads the sparse features)."""
-    total = features_nnz * engine.feature_bytes_per_entry
+    """Return the bytes the work done must move: layer_bytes over the layers computed."""
+    total = 0
     for index in range(depth):
-        layout = engine.layers[index].layout
-        rows = history_rows[index]
-        if rows == 0:
+        if history_rows[index] == 0:
             break
-        weights = layout.index.nbytes + (layout.values.nbytes if layout.values is not None else 0)
-        reads = 0 if index == 0 else rows * layout.inputs * 4
-        total += reads + rows * layout.outputs * 4 + weights
+        total += layer_bytes(engine, index, history_rows[index], features_nnz)
     return total
 
 
@@ -132,14 +137,8 @@ def profile_layers(engine, loaded, depth: int, bandwidth: float, features_nnz: i
                 end.synchronize()
                 seconds = cp.cuda.get_elapsed_time(start, end) / 1e3
                 counts = batch.history.get()[0::4]
-                moved = 0
-                for layer in range(index, batch.launched):
-                    layout = engine.layers[layer].layout
-                    weights = layout.index.nbytes + \
-                        (layout.values.nbytes if layout.values is not None else 0)
-                    reads = features_nnz * engine.feature_bytes_per_entry if layer == 0 \
-                        else int(counts[layer]) * layout.inputs * 4
-                    moved += reads + int(counts[layer]) * layout.outputs * 4 + weights
+                moved = sum(layer_bytes(engine, layer, int(counts[layer]), features_nnz)
+                            for layer in range(index, batch.launched))
                 floor = moved / bandwidth
                 copy = copy_seconds(cp, moved, head_start)
                 out.append({"layer": index + 1, "layers": batch.launched - index, "rows": rows,
