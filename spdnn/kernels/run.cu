@@ -10,8 +10,9 @@
 //
 // Layers are described by RunLayer records in device memory (cuda.py's RUN_LAYER dtype).
 // A block owns the active rows [lo, hi) of layer `first` (block_rows) and splits them
-// among its GROUPS groups; a thread computes 4 consecutive outputs at a time (16-byte
-// reads and writes of shared memory; inputs and outputs are multiples of 4). The block
+// among its GROUPS groups; a group loads its next row into registers while it works on
+// the one before. A thread computes 4 consecutive outputs at a time (16-byte reads and
+// writes of shared memory; inputs and outputs are multiples of 4). The block
 // counts each layer's kept and retired rows and images in shared memory and adds them to
 // history[4 (l + 1) ...] once; the rows kept by layer end - 1 go to y_out (their values)
 // and active_out (their slots, staged at staged[lo ...] first). report[first] gets the
