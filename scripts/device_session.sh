@@ -5,7 +5,8 @@
 # tree against an older spdnn package (scripts/ab.sh). From the repository root:
 #   SPDNN_COMMIT=REV bash scripts/device_session.sh OUT
 #   SPDNN_COMMIT=REV AB_OLD=.device-data/old/spdnn OLD_COMMIT=OLDREV bash scripts/device_session.sh OUT
-# Settings (environment): FULL=0 skips the full benchmark (GPU tests only); AB_ROUNDS
+# Settings (environment): FULL=0 skips the full benchmark (GPU tests only; TESTS, a
+# pytest -k expression, picks some of them, to spare device time); AB_ROUNDS
 # (default 2); AB_OPTIONS, the A/B's bench.py options (default: every N, 120 layers, no
 # baseline, 1000 rows checked, median of 5); FULL_SECONDS and AB_SECONDS, the time
 # limits of the two parts (default 330 and 200). Writes OUT/session.tgz holding full.log,
@@ -23,7 +24,7 @@ if [ "${FULL:-1}" = 1 ]; then
         --out "$work/full" > "$work/full.log" 2>&1
 else
     timeout "${FULL_SECONDS:-330}" python3 -m pytest -q -m gpu -p no:cacheprovider \
-        tests/test_cuda.py > "$work/full.log" 2>&1
+        ${TESTS:+-k "$TESTS"} tests/test_cuda.py > "$work/full.log" 2>&1
 fi
 status=$?
 echo "exit status $status" >> "$work/full.log"
