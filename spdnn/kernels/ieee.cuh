@@ -9,29 +9,20 @@
 
 #pragma once
 
-__device__ __forceinline__ float add_rn(float a, float b) {
-    float sum;
-    asm("add.rn.f32 %0, %1, %2;" : "=f"(sum) : "f"(a), "f"(b));
-    return sum;
-}
+// name(a, b): the PTX instruction `op` on two floats, as written (no .ftz).
+#define IEEE_BINARY(name, op)                                                 \
+    __device__ __forceinline__ float name(float a, float b) {                 \
+        float result;                                                         \
+        asm(op " %0, %1, %2;" : "=f"(result) : "f"(a), "f"(b));               \
+        return result;                                                        \
+    }
 
-__device__ __forceinline__ float mul_rn(float a, float b) {
-    float product;
-    asm("mul.rn.f32 %0, %1, %2;" : "=f"(product) : "f"(a), "f"(b));
-    return product;
-}
+IEEE_BINARY(add_rn, "add.rn.f32")
+IEEE_BINARY(mul_rn, "mul.rn.f32")
+IEEE_BINARY(max_of, "max.f32")
+IEEE_BINARY(min_of, "min.f32")
 
-__device__ __forceinline__ float max_of(float a, float b) {
-    float larger;
-    asm("max.f32 %0, %1, %2;" : "=f"(larger) : "f"(a), "f"(b));
-    return larger;
-}
-
-__device__ __forceinline__ float min_of(float a, float b) {
-    float smaller;
-    asm("min.f32 %0, %1, %2;" : "=f"(smaller) : "f"(a), "f"(b));
-    return smaller;
-}
+#undef IEEE_BINARY
 
 // x == 0 (either sign), a subnormal x not counting as zero.
 __device__ __forceinline__ bool is_zero(float x) { return (__float_as_uint(x) << 1) == 0u; }
