@@ -118,6 +118,12 @@ def pattern_vector(layout) -> int:
     return 4 if fits else 1
 
 
+def run_shared_bytes(threads: int, row_threads: int, widest: int) -> int:
+    """Return the shared memory of a run kernel block: two rows of `widest` floats for
+    each of its groups of `row_threads` threads."""
+    return threads // row_threads * 2 * widest * 4
+
+
 def pattern_shifted(layout) -> bool:
     """Return whether the pattern kernel computes the layer's sources from its `shift`
     (4 outputs a lane, RadiX-Net's rotations) instead of loading them."""
@@ -434,8 +440,7 @@ class CudaEngine:
             wanted = widest // (4 * RUN_QUADS)
             row_threads = min(RUN_ROW_THREADS, max(4, 1 << (wanted - 1).bit_length()))
             threads = max(RUN_THREADS, row_threads)
-            shared = threads // row_threads * 2 * widest * 4
-            if shared > self.shared_per_block:
+            if run_shared_bytes(threads, row_threads, widest) > self.shared_per_block:
                 continue
             pattern = "".join(map(str, layouts[0].pattern))
             for index, layout in zip(run, layouts, strict=True):
@@ -460,7 +465,7 @@ class CudaEngine:
             threads, row_threads, widest, pattern = settings
             function = kernel("run.cu", "pattern_run", THREADS=threads, ROW_THREADS=row_threads,
                               WIDEST=widest, PATTERN=f'"{pattern}"', MAX_LAYERS=RUN_LAYERS)
-            shared = threads // row_threads * 2 * widest * 4
+            shared = run_shared_bytes(threads, row_threads, widest)
             if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
                 function.max_dynamic_shared_size_bytes = shared
             plan = self._plans[("run", settings)] = (
@@ -941,13 +946,11 @@ class CudaEngine:
                 stream.begin_capture()
                 try:
                     index = first
-                    while index < end:
-                        after = self._launch_from(batch, index, end, values, spare, active,
+                    while index < end:       # each launch runs an odd number of layers
+                        index = self._launch_from(batch, index, end, values, spare, active,
                                                   spare_active)
-                        if (after - index) % 2:
-                            values, spare = spare, values
-                            active, spare_active = spare_active, active
-                        index = after
+                        values, spare = spare, values
+                        active, spare_active = spare_active, active
                 finally:
                     graph = stream.end_capture()
         except (AttributeError, cp.cuda.runtime.CUDARuntimeError,
