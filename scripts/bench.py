@@ -92,8 +92,7 @@ def layer_bytes(engine, index: int, rows: int, features_nnz: int) -> int:
     and written once (the first layer reads the sparse features), its stored weights once."""
     layout = engine.layers[index].layout
     weights = layout.index.nbytes + (layout.values.nbytes if layout.values is not None else 0)
-    reads = features_nnz * engine.feature_bytes_per_entry if index == 0 \
-        else rows * layout.inputs * 4
+    reads = engine.feature_bytes(rows, features_nnz) if index == 0 else rows * layout.inputs * 4
     return reads + rows * layout.outputs * 4 + weights
 
 

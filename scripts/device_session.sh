@@ -5,12 +5,13 @@
 # tree against an older spdnn package (scripts/ab.sh). From the repository root:
 #   SPDNN_COMMIT=REV bash scripts/device_session.sh OUT
 #   SPDNN_COMMIT=REV AB_OLD=.device-data/old/spdnn OLD_COMMIT=OLDREV bash scripts/device_session.sh OUT
+# (AB_OLD and OLD_COMMIT may list several trees, comma-separated: scripts/ab.sh)
 # Settings (environment): FULL=0 skips the full benchmark (GPU tests only; TESTS, a
 # pytest -k expression, picks some of them, to spare device time); AB_ROUNDS
 # (default 2); AB_OPTIONS, the A/B's bench.py options (default: every N, 120 layers, no
 # baseline, 1000 rows checked, median of 5); FULL_SECONDS and AB_SECONDS, the time
 # limits of the two parts (default 330 and 200). Writes OUT/session.tgz holding full.log,
-# full/*.json, ab/ab-{new,old}-ROUND.log and their JSON; prints the summaries.
+# full/*.json, ab/ab-{new,LABEL}-ROUND.log and their JSON; prints the summaries.
 set -uo pipefail
 out=${1:?usage: device_session.sh OUT}
 cd "$(dirname "$0")/.."

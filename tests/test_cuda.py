@@ -73,20 +73,24 @@ def test_counting_first_layer_and_pattern_layers_match_the_cpu(rng):
     assert_same(network, features, engine)
     assert kinds(engine, 10) == ["first"] + ["run"] * 7 + ["tile"] * 2
     assert engine.feature_index.itemsize == 2
-
+    assert engine._first.planes == 16        # images about 10% on: folded bits are fewer bytes
 
 
 @pytest.mark.parametrize("row_warps", [1, 2, 4, 16])
-def test_counting_first_layer_matches_the_cpu_in_any_row_groups(rng, monkeypatch, row_warps):
+@pytest.mark.parametrize("folded", [False, True])
+def test_counting_first_layer_matches_the_cpu_in_any_row_groups(rng, monkeypatch, row_warps,
+                                                                folded):
     # the first layer's groups of row_warps warps take their rows each on its own; on the
-    # grid of one multiprocessor a group gets more than the 32 rows it accounts at once
+    # grid of one multiprocessor a group gets more than the 32 rows it accounts at once;
+    # the features as column indices and as folded bits
     network = generate.radixnet(1024, 3, seed=int(rng.integers(1 << 30)))
     features = generate.features(1024, 3000, seed=int(rng.integers(1 << 30)))
     chosen = CudaEngine._first_layer
 
     def forced(self, values, row_features):
         first = chosen(self, values, row_features)
-        return first and dataclasses.replace(first, row_warps=row_warps)
+        return first and dataclasses.replace(first, row_warps=row_warps,
+                                             planes=first.planes if folded else 0)
 
     monkeypatch.setattr(CudaEngine, "_first_layer", forced)
     engine = CudaEngine()
@@ -94,6 +98,7 @@ def test_counting_first_layer_matches_the_cpu_in_any_row_groups(rng, monkeypatch
     assert_same(network, features, engine)
     assert engine.kernel_kind(0) == "first" and engine._first.row_warps == row_warps
     assert engine.layers[0].layout.circulant
+    assert engine._first.planes == (16 if folded else 0)
 
 
 def test_counting_first_layer_without_a_circulant_fanout_matches_the_cpu(rng):
@@ -115,17 +120,25 @@ def test_counting_first_layer_with_outputs_not_a_multiple_of_4_matches_the_cpu(r
     assert engine.kernel_kind(0) == "first" and engine.layers[0].layout.outputs % 4 != 0
 
 
-def test_circulant_first_layer_with_shifts_of_every_alignment_matches_the_cpu(rng):
-    # columns sum the counts of (d - s) mod 128 for s in 0, 1, 2, 3, not only RadiX-Net's
-    # 0 and 1: each shift wraps at another column, and a lane's 4 outputs straddle it at
-    # every alignment; bias -3.5 lets about half the rows through, so a wrong count
-    # changes which
-    network = circulant_first_layer(rng, [0, 1, 2, 3], bias=-3.5)
-    features = random_features(rng, 3000, network.neurons)
+@pytest.mark.parametrize("neurons,outputs,density,bias,rows,planes", [
+    (512, 128, 0.2, -3.5, 3000, 4), (512, 128, 0.02, -1.0, 3000, 0),
+    (500, 100, 0.2, -4.0, 3000, 5), (2000, 8, 0.3, -150.5, 400, 250)])
+def test_circulant_first_layer_with_shifts_of_every_alignment_matches_the_cpu(
+        rng, neurons, outputs, density, bias, rows, planes):
+    # columns sum the counts of (d - s) mod outputs for s in 0, 1, 2, 3, not only
+    # RadiX-Net's 0 and 1: each shift wraps at another column, and a lane's 4 outputs
+    # straddle it at every alignment. The features are folded into `planes` planes of bits
+    # where that is fewer bytes than their indices (0: indices): whole planes of 128, a
+    # last plane cut short with 100 outputs (planes of 4 words, 28 bits unused), 250
+    # planes of one word. The bias lets about half the rows through the first layer, so a
+    # wrong count changes which
+    network = circulant_first_layer(rng, [0, 1, 2, 3], neurons, outputs, bias=bias)
+    features = random_features(rng, rows, network.neurons, density=density)
     engine = CudaEngine()
     found = assert_same(network, features, engine)
     assert engine.kernel_kind(0) == "first" and engine.layers[0].layout.circulant
-    assert 0 < found.active_rows[-1] < found.active_rows[0] < 2000
+    assert engine._first.planes == planes
+    assert found.active_rows[-1] < found.active_rows[0] < 0.8 * rows
 
 
 @pytest.mark.parametrize("bias", [0.0, 0.5])

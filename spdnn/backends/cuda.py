@@ -7,7 +7,8 @@ rows that die and retires the rows that are all YMAX when every later layer keep
 so, writing the next active list itself: no host round trip per layer. Two shapes of
 constant-weight layer have faster kernels of their own: a first layer whose features and
 weights are powers of two counts (kernels/first.cu: each feature once where the fanout
-is circulant, as in RadiX-Net), and a layer whose columns all read a few inputs in one
+is circulant, as in RadiX-Net, from the features folded into bits where those are
+fewer bytes than their indices), and a layer whose columns all read a few inputs in one
 order replays that order on registers (kernels/pattern.cu; computing the inputs'
 addresses where they are rotations, as in RadiX-Net); both are exact for any input that
 meets their conditions. Consecutive rotation layers (RadiX-Net's first block) run as one
@@ -101,6 +102,8 @@ FIRST_SHARED_BYTES = 48 * 1024
 """Shared memory of a first-layer block: the counters of the rows it works on at once."""
 FEATURES_PER_THREAD = 8
 """The first layer gives a row about this many of its features per thread."""
+MAX_PLANES = 255
+"""Planes of folded feature bits the first layer counts at most (a count is one byte)."""
 
 
 def first_counters(layout) -> int:
@@ -226,6 +229,15 @@ class FirstLayer:
     term: np.float32
     """The one product: feature value x weight."""
     row_warps: int
+    outputs: int
+    """The layer's outputs (distinct columns): the fold of the features into bits."""
+    planes: int = 0
+    """Planes of the features folded into bits (kernels/first.cu BITS); 0: column indices."""
+
+    @property
+    def plane_words(self) -> int:
+        """Return the 32-bit words of one plane of folded bits."""
+        return -(-self.outputs // 32)
 
 
 @dataclass
@@ -243,7 +255,8 @@ class BatchPlace:
     listed: np.ndarray
     """Mapped host memory: the batch's categories (their number, then their positions)."""
     features: tuple
-    """The batch's CSR rows on the GPU (indptr by slot, indices, values): the first input."""
+    """The batch's rows on the GPU, the first input: CSR (indptr by slot, indices, values)
+    and the folded bits by slot (or None)."""
     retire_depth: int = -1
     graphs: dict = field(default_factory=dict)
     """(first layer, end) -> the captured graph of those layers."""
@@ -260,8 +273,15 @@ class Features:
     values: object
     batch_rows: int
     buffers: tuple
+    bits: object = None
+    """The rows folded into bits for the first layer (rows x words; kernels/first.cu), or None."""
     places: dict = field(default_factory=dict)
     """Batch start -> its BatchPlace."""
+
+    def head(self, rows: int) -> Features:
+        """Return the first `rows` live rows, in batches of that many, on the same buffers."""
+        return Features(self.images[:rows], self.indptr[:rows + 1], self.indices, self.values,
+                        rows, self.buffers, self.bits)
 
 
 @dataclass
@@ -270,7 +290,7 @@ class Batch:
 
     images: np.ndarray
     features: tuple
-    """The batch's CSR rows on the GPU (indptr by slot, indices, values): the first input."""
+    """The batch's rows on the GPU (BatchPlace.features): the first input."""
     values: object
     spare: object
     active: object
@@ -554,11 +574,12 @@ class CudaEngine:
         rows = (active_in, active_out, history, np.int32(layer_index), np.uint64(report),
                 state["multiplicity"], state["retired"])
         if plan.kind == "first":
-            args = (x[0], x[1], y_out, *rows, state["staged"], *plan.weights, retire)
+            bits = x[3] if x[3] is not None else self._dummy
+            args = (x[0], x[1], bits, y_out, *rows, state["staged"], *plan.weights, retire)
         elif plan.kind == "pattern":
             args = (y_in, y_out, *rows, state["staged"], *plan.weights, retire)
         else:
-            x_ptr, x_col, x_val = x if x is not None else (self._dummy,) * 3
+            x_ptr, x_col, x_val = x[:3] if x is not None else (self._dummy,) * 3
             weights = plan.weights if plan.weights is not None else self._streamed(index)
             args = (y_in if y_in is not None else self._dummy, x_ptr, x_col, x_val, y_out,
                     *rows, state["slot_stats"], state["tile_done"], *weights, retire)
@@ -567,7 +588,7 @@ class CudaEngine:
     def _plan(self, index: int, sparse: bool) -> LayerPlan:
         """Return how layer `index` is launched (on the features when `sparse`)."""
         first = self._first if sparse and self.layers[index].fanout is not None else None
-        key = (index, sparse, (float(first.term), first.row_warps) if first else None)
+        key = (index, sparse, (float(first.term), first.row_warps, first.planes) if first else None)
         plan = self._plans.get(key)
         if plan is None:
             layer = self.layers[index]
@@ -608,7 +629,8 @@ class CudaEngine:
         function = kernel("first.cu", "first_layer", THREADS=FIRST_THREADS,
                           ROW_WARPS=first.row_warps, FANOUT=layer.fanout.shape[1],
                           CIRCULANT=int(layer.layout.circulant), OUTPUTS=outputs,
-                          VEC=4 if outputs % 4 == 0 else 1,
+                          VEC=4 if outputs % 4 == 0 else 1, BITS=int(first.planes > 0),
+                          PLANES=max(1, first.planes),
                           FEATURE_INDEX_BYTES=self.feature_index.itemsize)
         if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
             function.max_dynamic_shared_size_bytes = shared
@@ -620,7 +642,9 @@ class CudaEngine:
     def _first_layer(self, values: np.ndarray, row_features: float) -> FirstLayer | None:
         """Return the counting first layer's settings, or None when it does not apply:
         it needs every feature value and every first-layer weight to be one power of two,
-        and a row of counters that fits FIRST_SHARED_BYTES."""
+        and a row of counters that fits FIRST_SHARED_BYTES. It reads the features folded
+        into bits where the fanout is circulant and the bits are fewer bytes than the
+        rows' column indices (`row_features` non-zeros a row on average)."""
         if not self.layers or self.layers[0].fanout is None or values.size == 0:
             return None
         layout = self.layers[0].layout
@@ -639,7 +663,12 @@ class CudaEngine:
         wanted = int(row_features // (32 * FEATURES_PER_THREAD))     # warps a row keeps busy
         by_features = 1 << max(0, wanted.bit_length() - 1)
         by_shared = 1 << (-(-warps // groups_fit) - 1).bit_length()
-        return FirstLayer(term, min(warps, max(by_features, by_shared)))
+        first = FirstLayer(term, min(warps, max(by_features, by_shared)), layout.outputs)
+        planes = -(-layout.inputs // layout.outputs)
+        if layout.circulant and layout.outputs % 4 == 0 and planes <= MAX_PLANES and \
+                planes * first.plane_words * 4 <= row_features * self.feature_index.itemsize:
+            first.planes = planes
+        return first
 
     def kernel_kind(self, index: int) -> str:
         """Return which kernel runs layer `index` on the loaded features in a full-depth
@@ -648,11 +677,14 @@ class CudaEngine:
             return "run"
         return self._plan(index, index == 0).kind
 
-    @property
-    def feature_bytes_per_entry(self) -> int:
-        """Return the bytes the first layer reads per feature non-zero: its column index
-        and, except in the counting kernel, its value."""
-        return self.feature_index.itemsize + (0 if self._first is not None else 4)
+    def feature_bytes(self, rows: int, nonzeros: int) -> int:
+        """Return the bytes the first layer reads of `rows` feature rows holding `nonzeros`
+        non-zeros: the folded bits, or each non-zero's column index and, except in the
+        counting kernel, its value."""
+        first = self._first
+        if first is not None and first.planes:
+            return rows * first.planes * first.plane_words * 4
+        return nonzeros * (self.feature_index.itemsize + (0 if first is not None else 4))
 
     def _weight_args(self, layer: DeviceLayer, index_array, values) -> tuple:
         layout = layer.layout
@@ -699,6 +731,7 @@ class CudaEngine:
         loaded = Features(live, cp.asarray(rows.indptr.astype(np.int64)),
                           cp.asarray(rows.indices.astype(self.feature_index)), cp.asarray(rows.data),
                           batch_rows, buffers)
+        loaded.bits = self._fold_bits(loaded)
         self._warm_up(loaded)
         if self.graphs:        # capture the graphs of the first layers, outside any timing
             depth = min(len(self.layers), CAPTURED_LAYERS)
@@ -712,6 +745,21 @@ class CudaEngine:
         self._features = (given, loaded)
         return loaded
 
+    def _fold_bits(self, features: Features):
+        """Return the live rows folded into bits for the first layer (kernels/first.cu
+        fold_bits), or None where it reads column indices."""
+        first = self._first
+        if first is None or not first.planes:
+            return None
+        cp = self.cp
+        rows = features.images.size
+        bits = cp.zeros((rows, first.planes * first.plane_words), cp.uint32)
+        function = kernel("first.cu", "fold_bits", OUTPUTS=first.outputs, PLANES=first.planes,
+                          FEATURE_INDEX_BYTES=self.feature_index.itemsize)
+        function((min(rows, 65536),), (256,),
+                 (features.indptr, features.indices, np.int32(rows), bits))
+        return bits
+
     def _warm_up(self, features: Features) -> None:
         """Run every kernel the timed region may use once (compiling and loading it)."""
         cp = self.cp
@@ -719,8 +767,7 @@ class CudaEngine:
         if rows == 0 or not self.layers:
             return
         depth = min(2, len(self.layers))
-        sample = Features(features.images[:rows], features.indptr[:rows + 1], features.indices,
-                          features.values, rows, features.buffers)
+        sample = features.head(rows)
         self.graphs, graphs = False, self.graphs      # real launches: load every kernel
         try:
             for batch in self.batches(sample, depth):
@@ -746,8 +793,7 @@ class CudaEngine:
         # a merge of a full batch of equal rows: CuPy compiles its scans by size class
         many = min(features.batch_rows, WARM_UP_MERGE_ROWS)
         if many > 1:
-            sample = Features(features.images[:many], features.indptr[:many + 1],
-                              features.indices, features.values, many, features.buffers)
+            sample = features.head(many)
             batch = next(iter(self.batches(sample, 1)))
             batch.spare[:many * self.layers[0].outputs] = 0
             batch.spare_active[:many] = cp.arange(many, dtype=cp.int32)
@@ -772,7 +818,8 @@ class CudaEngine:
                     cp.zeros((len(self.layers) + 1) * 4, cp.int32),
                     cp.zeros(max(1, len(self.layers)), cp.int32), self._mapped(len(self.layers) + 1),
                     self._mapped(features.batch_rows + 1),
-                    (features.indptr[start:start + count + 1], features.indices, features.values))
+                    (features.indptr[start:start + count + 1], features.indices, features.values,
+                     features.bits[start:start + count] if features.bits is not None else None))
             if place.retire_depth != depth:        # the host's work here is on the clock
                 place.retire.set(self._retiring_layers(depth))
                 place.retire_depth = depth

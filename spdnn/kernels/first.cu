@@ -22,6 +22,14 @@
 // the fates of up to 32 rows in shared memory and accounts them together, one per lane.
 // A row's slot and feature offsets are fetched while the row before it is worked on; with
 // VEC = 4 a thread writes 4 outputs at once (16-byte stores) and clears 4 counters.
+//
+// With BITS (circulant, VEC = 4) the features come as folded bits instead of column
+// indices: a row is PLANES planes of PLANE_WORDS 32-bit words, and feature i is bit
+// (i mod OUTPUTS) of plane i / OUTPUTS (fold_bits below builds them). Slot d's count is
+// then the number of planes whose bit d is on, so a thread counts 4 slots at once, a byte
+// each, from one word of every plane: no atomics, and 1 bit per input where the indices
+// take 16 bits per non-zero (fewer bytes wherever more than 1 input in 16 is on; the
+// challenge's images are about 10% on).
 // Built at run time by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c`
 // compile this file standalone.
 
@@ -46,6 +54,14 @@
 #ifndef VEC
 #define VEC 1                // outputs a thread writes at once: 4 when outputs % 4 == 0
 #endif
+#ifndef BITS
+#define BITS 0               // 1: the features are folded bits (x_bits), not x_ptr / x_col
+#endif
+#ifndef PLANES
+#define PLANES 16            // BITS: planes a row of bits holds (inputs / OUTPUTS, rounded up)
+#endif
+#define PLANE_WORDS ((OUTPUTS + 31) / 32)
+#define ROW_WORDS (PLANES * PLANE_WORDS)
 #define WARPS (THREADS / 32)
 #define GROUPS (WARPS / ROW_WARPS)
 #define ROW_THREADS (ROW_WARPS * 32)
@@ -61,6 +77,9 @@
 #endif
 #if CIRCULANT && OUTPUTS % VEC != 0
 #error "VEC divides OUTPUTS"
+#endif
+#if BITS && !(CIRCULANT && VEC == 4 && PLANES < 256)
+#error "BITS needs CIRCULANT, VEC 4 and fewer than 256 planes (a count is one byte)"
 #endif
 
 #if ROW_WARPS > 1 && GROUPS > 15
@@ -93,7 +112,7 @@ __device__ __forceinline__ void group_sync(int group) {
 
 extern "C" __global__ void __launch_bounds__(THREADS, 2048 / THREADS)
 first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict__ x_col,
-            float* __restrict__ y_out, const int* __restrict__ active_in,
+            const unsigned* __restrict__ x_bits, float* __restrict__ y_out, const int* __restrict__ active_in,
             int* __restrict__ active_out, int* __restrict__ history, int layer_index,
             int* __restrict__ report, const int* __restrict__ multiplicity,
             unsigned char* __restrict__ retired, int* __restrict__ staged,
@@ -133,7 +152,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     int slot_next = lo + group < hi ? active_in[lo + group] : 0;
     long long begin_next = 0;
     int length_next = 0;
-    if (lo + group < hi) {
+    if (!BITS && lo + group < hi) {
         begin_next = x_ptr[slot_next];
         length_next = (int)(x_ptr[slot_next + 1] - begin_next);
     }
@@ -150,7 +169,21 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
         int* row_counts = mine + (held & 1) * OUTPUTS;     // held is even at every 32 rows
         int* next_counts = mine + (~held & 1) * OUTPUTS;
 #endif
-        for (long long e0 = begin + t; e0 < end; e0 += UNROLL * ROW_THREADS) {
+#if BITS
+        const unsigned* row_bits = x_bits + (long long)slot * ROW_WORDS;
+        for (int d = t * 4; d < OUTPUTS; d += ROW_THREADS * 4) {
+            const unsigned* column = row_bits + d / 32;
+            const int at = d % 32;
+            unsigned packed = 0;              // slots d .. d + 3 counted, a byte each
+#pragma unroll 16
+            for (int p = 0; p < PLANES; ++p)  // the plane's 4 bits spread to the 4 bytes
+                packed += ((__ldg(column + p * PLANE_WORDS) >> at & 0xFu) * 0x204081u)
+                    & 0x01010101u;
+            *reinterpret_cast<int4*>(row_counts + d) = make_int4(
+                packed & 0xFF, packed >> 8 & 0xFF, packed >> 16 & 0xFF, packed >> 24);
+        }
+#endif
+        for (long long e0 = begin + t; !BITS && e0 < end; e0 += UNROLL * ROW_THREADS) {
             int feature[UNROLL];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
@@ -175,7 +208,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
                 for (int f = 0; f < FANOUT; ++f) atomicAdd(&mine[column[u][f]], 1);
 #endif
         }
-        if (r + GROUPS < hi) {
+        if (!BITS && r + GROUPS < hi) {
             begin_next = x_ptr[slot_next];
             length_next = (int)(x_ptr[slot_next + 1] - begin_next);
         }
@@ -211,7 +244,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
                 saturated += y[v] == ymax;
             }
 #if VEC == 4
-            *reinterpret_cast<int4*>(cleared) = make_int4(0, 0, 0, 0);
+            if (!BITS) *reinterpret_cast<int4*>(cleared) = make_int4(0, 0, 0, 0);
             *reinterpret_cast<float4*>(out + d) = make_float4(y[0], y[1], y[2], y[3]);
 #else
             *cleared = 0;
@@ -236,4 +269,18 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     }
     if (leader && held > 0) account_held(held);
     publish_rows(tally, staged + lo, active_out, history + 4 * (layer_index + 1));
+}
+
+// The features of `rows` rows (CSR: x_ptr by row, x_col) as the folded bits first_layer
+// reads with BITS, into `bits` (rows x ROW_WORDS words, zero before): a block a row.
+extern "C" __global__ void fold_bits(const long long* __restrict__ x_ptr,
+                                     const feature_index* __restrict__ x_col, int rows,
+                                     unsigned* __restrict__ bits) {
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        unsigned* row_bits = bits + (long long)r * ROW_WORDS;
+        for (long long e = x_ptr[r] + threadIdx.x; e < x_ptr[r + 1]; e += blockDim.x) {
+            const int i = x_col[e], d = i % OUTPUTS;
+            atomicOr(row_bits + i / OUTPUTS * PLANE_WORDS + d / 32, 1u << d % 32);
+        }
+    }
 }
