@@ -92,7 +92,10 @@ def layer_bytes(engine, index: int, rows: int, features_nnz: int) -> int:
     and written once (the first layer reads the sparse features), its stored weights once."""
     layout = engine.layers[index].layout
     weights = layout.index.nbytes + (layout.values.nbytes if layout.values is not None else 0)
-    reads = engine.feature_bytes(rows, features_nnz) if index == 0 else rows * layout.inputs * 4
+    reads = rows * layout.inputs * 4
+    if index == 0:   # (engines before the folded bits, in A/Bs, give the bytes per non-zero)
+        reads = engine.feature_bytes(rows, features_nnz) if hasattr(engine, "feature_bytes") \
+            else features_nnz * engine.feature_bytes_per_entry
     return reads + rows * layout.outputs * 4 + weights
 
 

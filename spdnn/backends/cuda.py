@@ -99,7 +99,7 @@ LIST_PENDING = -2
 PATTERN_THREADS = 512
 FIRST_THREADS = 512
 FIRST_SHARED_BYTES = 48 * 1024
-"""Shared memory of a first-layer block: the counters of the rows it works on at once."""
+"""Shared memory of a first-layer block: the counters (and bits) of the rows it works on at once."""
 FEATURES_PER_THREAD = 8
 """The first layer gives a row about this many of its features per thread."""
 MAX_PLANES = 255
@@ -111,6 +111,13 @@ def first_counters(layout) -> int:
     sets of `outputs` when the fanout is circulant, else `outputs` and one for padding,
     rounded up to a multiple of 4 (rows of counters stay 16-byte aligned)."""
     return 2 * layout.outputs if layout.circulant else (layout.outputs + 4) & ~3
+
+
+def first_group_words(layout, row_stride: int) -> int:
+    """Return the 4-byte words of shared memory a row group of the counting first layer
+    keeps: its counters and, with folded bits (`row_stride` words a row, 0 without),
+    two rows of bits (kernels/first.cu)."""
+    return first_counters(layout) + 2 * row_stride
 
 
 def pattern_vector(layout) -> int:
@@ -238,6 +245,12 @@ class FirstLayer:
     def plane_words(self) -> int:
         """Return the 32-bit words of one plane of folded bits."""
         return -(-self.outputs // 32)
+
+    @property
+    def row_stride(self) -> int:
+        """Return the 32-bit words of one row of folded bits, whole 16-byte chunks (0
+        without bits)."""
+        return (self.planes * self.plane_words + 3) & ~3
 
 
 @dataclass
@@ -625,7 +638,7 @@ class CudaEngine:
     def _first_plan(self, layer: DeviceLayer, first: FirstLayer) -> LayerPlan:
         outputs = layer.outputs
         groups = FIRST_THREADS // 32 // first.row_warps
-        shared = groups * first_counters(layer.layout) * 4
+        shared = groups * first_group_words(layer.layout, first.row_stride) * 4
         function = kernel("first.cu", "first_layer", THREADS=FIRST_THREADS,
                           ROW_WARPS=first.row_warps, FANOUT=layer.fanout.shape[1],
                           CIRCULANT=int(layer.layout.circulant), OUTPUTS=outputs,
@@ -656,18 +669,24 @@ class CudaEngine:
         if not power_of_two(term) or not np.isfinite(term * np.float32(2 ** 24)) \
                 or layout.width >= 2 ** 24:
             return None
-        warps = FIRST_THREADS // 32
-        groups_fit = FIRST_SHARED_BYTES // (first_counters(layout) * 4)
-        if groups_fit < 1:
-            return None
-        wanted = int(row_features // (32 * FEATURES_PER_THREAD))     # warps a row keeps busy
-        by_features = 1 << max(0, wanted.bit_length() - 1)
-        by_shared = 1 << (-(-warps // groups_fit) - 1).bit_length()
-        first = FirstLayer(term, min(warps, max(by_features, by_shared)), layout.outputs)
+        first = FirstLayer(term, 1, layout.outputs)
         planes = -(-layout.inputs // layout.outputs)
         if layout.circulant and layout.outputs % 4 == 0 and planes <= MAX_PLANES and \
                 planes * first.plane_words * 4 <= row_features * self.feature_index.itemsize:
             first.planes = planes
+        warps = FIRST_THREADS // 32
+        groups_fit = FIRST_SHARED_BYTES // (first_group_words(layout, first.row_stride) * 4)
+        if groups_fit < 1:
+            if not first.planes:
+                return None
+            first.planes = 0           # counting from the indices needs less shared memory
+            groups_fit = FIRST_SHARED_BYTES // (first_counters(layout) * 4)
+            if groups_fit < 1:
+                return None
+        wanted = int(row_features // (32 * FEATURES_PER_THREAD))     # warps a row keeps busy
+        by_features = 1 << max(0, wanted.bit_length() - 1)
+        by_shared = 1 << (-(-warps // groups_fit) - 1).bit_length()
+        first.row_warps = min(warps, max(by_features, by_shared))
         return first
 
     def kernel_kind(self, index: int) -> str:
@@ -683,7 +702,7 @@ class CudaEngine:
         counting kernel, its value."""
         first = self._first
         if first is not None and first.planes:
-            return rows * first.planes * first.plane_words * 4
+            return rows * first.row_stride * 4
         return nonzeros * (self.feature_index.itemsize + (0 if first is not None else 4))
 
     def _weight_args(self, layer: DeviceLayer, index_array, values) -> tuple:
@@ -753,7 +772,7 @@ class CudaEngine:
             return None
         cp = self.cp
         rows = features.images.size
-        bits = cp.zeros((rows, first.planes * first.plane_words), cp.uint32)
+        bits = cp.zeros((rows, first.row_stride), cp.uint32)
         function = kernel("first.cu", "fold_bits", OUTPUTS=first.outputs, PLANES=first.planes,
                           FEATURE_INDEX_BYTES=self.feature_index.itemsize)
         function((min(rows, 65536),), (256,),

@@ -24,12 +24,14 @@
 // VEC = 4 a thread writes 4 outputs at once (16-byte stores) and clears 4 counters.
 //
 // With BITS (circulant, VEC = 4) the features come as folded bits instead of column
-// indices: a row is PLANES planes of PLANE_WORDS 32-bit words, and feature i is bit
-// (i mod OUTPUTS) of plane i / OUTPUTS (fold_bits below builds them). Slot d's count is
-// then the number of planes whose bit d is on, so a thread counts 4 slots at once, a byte
-// each, from one word of every plane: no atomics, and 1 bit per input where the indices
-// take 16 bits per non-zero (fewer bytes wherever more than 1 input in 16 is on; the
-// challenge's images are about 10% on).
+// indices: a row is PLANES planes of PLANE_WORDS 32-bit words (ROW_STRIDE words with the
+// padding to 16 bytes), and feature i is bit (i mod OUTPUTS) of plane i / OUTPUTS
+// (fold_bits below builds them). Slot d's count is then the number of planes whose bit d
+// is on, so a thread counts 4 slots at once, a byte each, from one word of every plane:
+// no atomics, and 1 bit per input where the indices take 16 bits per non-zero (fewer
+// bytes wherever more than 1 input in 16 is on; the challenge's images are about 10% on).
+// A group copies each row's bits into shared memory a row ahead (cp.async, 16 bytes a
+// thread, two buffers), so that a row's count waits on shared memory, not on DRAM.
 // Built at run time by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c`
 // compile this file standalone.
 
@@ -61,7 +63,7 @@
 #define PLANES 16            // BITS: planes a row of bits holds (inputs / OUTPUTS, rounded up)
 #endif
 #define PLANE_WORDS ((OUTPUTS + 31) / 32)
-#define ROW_WORDS (PLANES * PLANE_WORDS)
+#define ROW_STRIDE ((PLANES * PLANE_WORDS + 3) & ~3)
 #define WARPS (THREADS / 32)
 #define GROUPS (WARPS / ROW_WARPS)
 #define ROW_THREADS (ROW_WARPS * 32)
@@ -71,6 +73,7 @@
 #else
 #define ROW_COUNTERS ((outputs + 4) & ~3)     // the counter at outputs takes the padding
 #endif
+#define GROUP_WORDS (ROW_COUNTERS + (BITS ? 2 * ROW_STRIDE : 0))   // cuda.first_group_words
 
 #if VEC != 1 && VEC != 4
 #error "VEC is 1 or 4"
@@ -99,6 +102,18 @@ __device__ __forceinline__ void named_sync(int group) {
     asm volatile("bar.sync %0, %1;" ::"n"(ID), "n"(ROW_THREADS) : "memory");
 }
 
+// Start copying a row of folded bits into shared memory, 16 bytes a thread of the group,
+// as one cp.async group (committed even when empty, so that every row commits one).
+__device__ __forceinline__ void fetch_bits(unsigned* to, const unsigned* from, bool any,
+                                           int t) {
+    for (int i = t * 4; any && i < ROW_STRIDE; i += ROW_THREADS * 4) {
+        const unsigned where = (unsigned)__cvta_generic_to_shared(to + i);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(where), "l"(from + i)
+                     : "memory");
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
 // Wait for the other warps of this row group (their shared-memory writes become visible).
 __device__ __forceinline__ void group_sync(int group) {
 #if ROW_WARPS == 1
@@ -118,7 +133,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             unsigned char* __restrict__ retired, int* __restrict__ staged,
             const int* __restrict__ fanout, int outputs, float term, float bias, float ymax,
       const int* __restrict__ retire_layer) {
-    extern __shared__ __align__(16) int counts[];   // GROUPS rows of ROW_COUNTERS counters
+    extern __shared__ __align__(16) int counts[];   // GROUPS x (counters, 2 rows of bits)
     __shared__ RowTally tally;
     __shared__ int row_slot[GROUPS][32], row_nonzero[GROUPS][32], row_saturated[GROUPS][32];
 
@@ -129,7 +144,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     int lo, hi;
     block_rows(n, lo, hi);
     start_tally(tally);
-    const int stride = ROW_COUNTERS;
+    const int stride = GROUP_WORDS;
     for (int i = threadIdx.x; i < GROUPS * stride; i += THREADS) counts[i] = 0;
     for (int i = threadIdx.x; i < GROUPS * 32; i += THREADS)
         row_nonzero[i / 32][i % 32] = row_saturated[i / 32][i % 32] = 0;
@@ -156,6 +171,13 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
         begin_next = x_ptr[slot_next];
         length_next = (int)(x_ptr[slot_next + 1] - begin_next);
     }
+#if BITS
+    // a row's bits are copied in while the row before it is worked on, so its slot is
+    // looked up two rows ahead
+    unsigned* bits_in = reinterpret_cast<unsigned*>(mine + ROW_COUNTERS);   // 2 x ROW_STRIDE
+    int slot_after = lo + group + GROUPS < hi ? active_in[lo + group + GROUPS] : 0;
+    fetch_bits(bits_in, x_bits + (long long)slot_next * ROW_STRIDE, lo + group < hi, t);
+#endif
 #if CIRCULANT
     int shift[FANOUT];                        // OUTPUTS - input 0's columns (the shifts)
 #pragma unroll
@@ -164,21 +186,29 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     for (int r = lo + group; r < hi; r += GROUPS) {
         const int slot = slot_next;
         const long long begin = begin_next, end = begin_next + length_next;
+#if BITS
+        slot_next = slot_after;
+        if (r + 2 * GROUPS < hi) slot_after = active_in[r + 2 * GROUPS];
+        fetch_bits(bits_in + (~held & 1) * ROW_STRIDE, x_bits + (long long)slot_next * ROW_STRIDE,
+                   r + GROUPS < hi, t);
+        asm volatile("cp.async.wait_group 1;" ::: "memory");     // this row's copies landed
+        group_sync(group);                                         // the whole group's
+#else
         if (r + GROUPS < hi) slot_next = active_in[r + GROUPS];
+#endif
 #if CIRCULANT
         int* row_counts = mine + (held & 1) * OUTPUTS;     // held is even at every 32 rows
         int* next_counts = mine + (~held & 1) * OUTPUTS;
 #endif
 #if BITS
-        const unsigned* row_bits = x_bits + (long long)slot * ROW_WORDS;
+        const unsigned* row_bits = bits_in + (held & 1) * ROW_STRIDE;
         for (int d = t * 4; d < OUTPUTS; d += ROW_THREADS * 4) {
             const unsigned* column = row_bits + d / 32;
             const int at = d % 32;
             unsigned packed = 0;              // slots d .. d + 3 counted, a byte each
 #pragma unroll 16
             for (int p = 0; p < PLANES; ++p)  // the plane's 4 bits spread to the 4 bytes
-                packed += ((__ldg(column + p * PLANE_WORDS) >> at & 0xFu) * 0x204081u)
-                    & 0x01010101u;
+                packed += ((column[p * PLANE_WORDS] >> at & 0xFu) * 0x204081u) & 0x01010101u;
             *reinterpret_cast<int4*>(row_counts + d) = make_int4(
                 packed & 0xFF, packed >> 8 & 0xFF, packed >> 16 & 0xFF, packed >> 24);
         }
@@ -272,12 +302,12 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
 }
 
 // The features of `rows` rows (CSR: x_ptr by row, x_col) as the folded bits first_layer
-// reads with BITS, into `bits` (rows x ROW_WORDS words, zero before): a block a row.
+// reads with BITS, into `bits` (rows x ROW_STRIDE words, zero before): a block a row.
 extern "C" __global__ void fold_bits(const long long* __restrict__ x_ptr,
                                      const feature_index* __restrict__ x_col, int rows,
                                      unsigned* __restrict__ bits) {
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-        unsigned* row_bits = bits + (long long)r * ROW_WORDS;
+        unsigned* row_bits = bits + (long long)r * ROW_STRIDE;
         for (long long e = x_ptr[r] + threadIdx.x; e < x_ptr[r + 1]; e += blockDim.x) {
             const int i = x_col[e], d = i % OUTPUTS;
             atomicOr(row_bits + i / OUTPUTS * PLANE_WORDS + d / 32, 1u << d % 32);
