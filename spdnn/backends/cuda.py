@@ -177,6 +177,14 @@ def kernel(file: str, name: str, **defines):
     return _functions[key]
 
 
+def allow_shared(function, shared: int) -> None:
+    """Let `function` launch with `shared` bytes of dynamic shared memory: past 48 KB with
+    its static shared memory, a kernel must opt in."""
+    if shared + function.shared_size_bytes > 48 * 1024 and \
+            function.max_dynamic_shared_size_bytes < shared:
+        function.max_dynamic_shared_size_bytes = shared
+
+
 def power_of_two(value: float) -> bool:
     """Return whether float32 `value` is +-2^k, a normal number (products with it are exact)."""
     value = np.float32(value)
@@ -499,8 +507,7 @@ class CudaEngine:
             function = kernel("run.cu", "pattern_run", THREADS=threads, ROW_THREADS=row_threads,
                               WIDEST=widest, PATTERN=f'"{pattern}"', MAX_LAYERS=RUN_LAYERS)
             shared = run_shared_bytes(threads, row_threads, widest)
-            if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
-                function.max_dynamic_shared_size_bytes = shared
+            allow_shared(function, shared)
             plan = self._plans[("run", settings)] = (
                 function, self._blocks(function, threads, shared), threads, shared)
         return plan
@@ -521,8 +528,7 @@ class CudaEngine:
         if self._march_plan_cache is None:
             widest, row_threads, shared = self._march_shape
             function = kernel("march.cu", "march", THREADS=MARCH_THREADS, ROW_THREADS=row_threads)
-            if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
-                function.max_dynamic_shared_size_bytes = shared
+            allow_shared(function, shared)
             self._march_plan_cache = (function, self._blocks(function, MARCH_THREADS, shared),
                                       shared, widest)
         return self._march_plan_cache
@@ -624,9 +630,7 @@ class CudaEngine:
                                   CONST_WEIGHT=int(layout.values is None),
                                   INDEX_BYTES=layout.index.dtype.itemsize,
                                   FEATURE_INDEX_BYTES=self.feature_index.itemsize)
-                if layer.shared > 48 * 1024 and \
-                        function.max_dynamic_shared_size_bytes < layer.shared:
-                    function.max_dynamic_shared_size_bytes = layer.shared
+                allow_shared(function, layer.shared)
                 weights = self._weight_args(layer, layer.index, layer.values) \
                     if layer.resident else None
                 plan = LayerPlan("tile", function,
@@ -645,8 +649,7 @@ class CudaEngine:
                           VEC=4 if outputs % 4 == 0 else 1, BITS=int(first.planes > 0),
                           PLANES=max(1, first.planes),
                           FEATURE_INDEX_BYTES=self.feature_index.itemsize)
-        if shared > 48 * 1024 and function.max_dynamic_shared_size_bytes < shared:
-            function.max_dynamic_shared_size_bytes = shared
+        allow_shared(function, shared)
         return LayerPlan("first", function, self._blocks(function, FIRST_THREADS, shared),
                          FIRST_THREADS, shared,
                          (layer.fanout, np.int32(outputs), first.term, self.bias,
@@ -720,7 +723,7 @@ class CudaEngine:
 
     def _blocks(self, function, threads: int, shared: int) -> int:
         """Return a persistent grid: as many blocks as fit on the device at once."""
-        by_shared = self.shared_per_multiprocessor // (shared + 1024)
+        by_shared = self.shared_per_multiprocessor // (shared + function.shared_size_bytes + 1024)
         registers = -(-max(1, function.num_regs) * 32 // 256) * 256 * (threads // 32)
         by_registers = 65536 // registers
         per_multiprocessor = max(1, min(2048 // threads, by_shared, by_registers, 32))
