@@ -102,8 +102,8 @@ FIRST_SHARED_BYTES = 48 * 1024
 """Shared memory of a first-layer block: the counters (and bits) of the rows it works on at once."""
 FEATURES_PER_THREAD = 8
 """The first layer gives a row about this many of its features per thread."""
-MAX_PLANES = 255
-"""Planes of folded feature bits the first layer counts at most (a count is one byte)."""
+MAX_FOLDED_SUM = 255
+"""Folded feature bits: planes x shifts at most (a column's count is one byte)."""
 
 
 def first_counters(layout) -> int:
@@ -115,9 +115,11 @@ def first_counters(layout) -> int:
 
 def first_group_words(layout, row_stride: int) -> int:
     """Return the 4-byte words of shared memory a row group of the counting first layer
-    keeps: its counters and, with folded bits (`row_stride` words a row, 0 without),
-    two rows of bits (kernels/first.cu)."""
-    return first_counters(layout) + 2 * row_stride
+    keeps: its counters or, with folded bits (`row_stride` words a row, 0 without), two
+    sets of counts packed 4 a word and two rows of bits (kernels/first.cu)."""
+    if row_stride:
+        return 2 * (layout.outputs // 4) + 2 * row_stride
+    return first_counters(layout)
 
 
 def pattern_vector(layout) -> int:
@@ -674,7 +676,8 @@ class CudaEngine:
             return None
         first = FirstLayer(term, 1, layout.outputs)
         planes = -(-layout.inputs // layout.outputs)
-        if layout.circulant and layout.outputs % 4 == 0 and planes <= MAX_PLANES and \
+        fanout = self.layers[0].fanout.shape[1]
+        if layout.circulant and layout.outputs % 4 == 0 and planes * fanout <= MAX_FOLDED_SUM and \
                 planes * first.plane_words * 4 <= row_features * self.feature_index.itemsize:
             first.planes = planes
         warps = FIRST_THREADS // 32

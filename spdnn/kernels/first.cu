@@ -30,8 +30,11 @@
 // is on, so a thread counts 4 slots at once, a byte each, from one word of every plane:
 // no atomics, and 1 bit per input where the indices take 16 bits per non-zero (fewer
 // bytes wherever more than 1 input in 16 is on; the challenge's images are about 10% on).
-// A group copies each row's bits into shared memory a row ahead (cp.async, 16 bytes a
-// thread, two buffers), so that a row's count waits on shared memory, not on DRAM.
+// The counts stay packed, 4 a word, and a column's sum over the shifts is added 4 columns
+// at a time (bytes picked from two words by __byte_perm; PLANES x FANOUT < 256, so no
+// byte overflows). A group copies each row's bits into shared memory a row ahead
+// (cp.async, 16 bytes a thread, two buffers), so that a row's count waits on shared
+// memory, not on DRAM, and waits for the next row's copies at the barrier ending a row.
 // Built at run time by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c`
 // compile this file standalone.
 
@@ -68,7 +71,10 @@
 #define GROUPS (WARPS / ROW_WARPS)
 #define ROW_THREADS (ROW_WARPS * 32)
 #define UNROLL 4
-#if CIRCULANT
+#define QUADS (OUTPUTS / 4)
+#if BITS
+#define ROW_COUNTERS (2 * QUADS)              // two sets of packed counts, 4 a word
+#elif CIRCULANT
 #define ROW_COUNTERS (2 * OUTPUTS)
 #else
 #define ROW_COUNTERS ((outputs + 4) & ~3)     // the counter at outputs takes the padding
@@ -81,8 +87,8 @@
 #if CIRCULANT && OUTPUTS % VEC != 0
 #error "VEC divides OUTPUTS"
 #endif
-#if BITS && !(CIRCULANT && VEC == 4 && PLANES < 256)
-#error "BITS needs CIRCULANT, VEC 4 and fewer than 256 planes (a count is one byte)"
+#if BITS && !(CIRCULANT && VEC == 4 && PLANES * FANOUT < 256)
+#error "BITS needs CIRCULANT, VEC 4 and PLANES x FANOUT < 256 (a sum is one byte)"
 #endif
 
 #if ROW_WARPS > 1 && GROUPS > 15
@@ -165,18 +171,21 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     // the next row's slot is fetched as a row starts and its offsets once the row is
     // counted, so that a row starts without waiting on two dependent loads
     int slot_next = lo + group < hi ? active_in[lo + group] : 0;
+#if !BITS
     long long begin_next = 0;
     int length_next = 0;
-    if (!BITS && lo + group < hi) {
+    if (lo + group < hi) {
         begin_next = x_ptr[slot_next];
         length_next = (int)(x_ptr[slot_next + 1] - begin_next);
     }
-#if BITS
+#else
     // a row's bits are copied in while the row before it is worked on, so its slot is
     // looked up two rows ahead
     unsigned* bits_in = reinterpret_cast<unsigned*>(mine + ROW_COUNTERS);   // 2 x ROW_STRIDE
     int slot_after = lo + group + GROUPS < hi ? active_in[lo + group + GROUPS] : 0;
     fetch_bits(bits_in, x_bits + (long long)slot_next * ROW_STRIDE, lo + group < hi, t);
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    group_sync(group);
 #endif
 #if CIRCULANT
     int shift[FANOUT];                        // OUTPUTS - input 0's columns (the shifts)
@@ -185,22 +194,12 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
 #endif
     for (int r = lo + group; r < hi; r += GROUPS) {
         const int slot = slot_next;
-        const long long begin = begin_next, end = begin_next + length_next;
 #if BITS
         slot_next = slot_after;
         if (r + 2 * GROUPS < hi) slot_after = active_in[r + 2 * GROUPS];
         fetch_bits(bits_in + (~held & 1) * ROW_STRIDE, x_bits + (long long)slot_next * ROW_STRIDE,
                    r + GROUPS < hi, t);
-        asm volatile("cp.async.wait_group 1;" ::: "memory");     // this row's copies landed
-        group_sync(group);                                         // the whole group's
-#else
-        if (r + GROUPS < hi) slot_next = active_in[r + GROUPS];
-#endif
-#if CIRCULANT
-        int* row_counts = mine + (held & 1) * OUTPUTS;     // held is even at every 32 rows
-        int* next_counts = mine + (~held & 1) * OUTPUTS;
-#endif
-#if BITS
+        unsigned* row_quads = reinterpret_cast<unsigned*>(mine) + (held & 1) * QUADS;
         const unsigned* row_bits = bits_in + (held & 1) * ROW_STRIDE;
         for (int d = t * 4; d < OUTPUTS; d += ROW_THREADS * 4) {
             const unsigned* column = row_bits + d / 32;
@@ -209,11 +208,16 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
 #pragma unroll 16
             for (int p = 0; p < PLANES; ++p)  // the plane's 4 bits spread to the 4 bytes
                 packed += ((column[p * PLANE_WORDS] >> at & 0xFu) * 0x204081u) & 0x01010101u;
-            *reinterpret_cast<int4*>(row_counts + d) = make_int4(
-                packed & 0xFF, packed >> 8 & 0xFF, packed >> 16 & 0xFF, packed >> 24);
+            row_quads[d / 4] = packed;
         }
+#else
+        const long long begin = begin_next, end = begin_next + length_next;
+        if (r + GROUPS < hi) slot_next = active_in[r + GROUPS];
+#if CIRCULANT
+        int* row_counts = mine + (held & 1) * OUTPUTS;     // held is even at every 32 rows
+        int* next_counts = mine + (~held & 1) * OUTPUTS;
 #endif
-        for (long long e0 = begin + t; !BITS && e0 < end; e0 += UNROLL * ROW_THREADS) {
+        for (long long e0 = begin + t; e0 < end; e0 += UNROLL * ROW_THREADS) {
             int feature[UNROLL];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
@@ -238,16 +242,28 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
                 for (int f = 0; f < FANOUT; ++f) atomicAdd(&mine[column[u][f]], 1);
 #endif
         }
-        if (!BITS && r + GROUPS < hi) {
+        if (r + GROUPS < hi) {
             begin_next = x_ptr[slot_next];
             length_next = (int)(x_ptr[slot_next + 1] - begin_next);
         }
+#endif
         group_sync(group);                    // the row's counts are complete
         float* out = y_out + (long long)slot * outputs;
         int nonzero = 0, saturated = 0;      // over this thread's outputs, then its warp's
         for (int d = t * VEC; d < outputs; d += ROW_THREADS * VEC) {
             int count[VEC];
-#if CIRCULANT
+#if BITS
+            unsigned sums = 0;                // columns d .. d + 3, a byte each
+#pragma unroll
+            for (int f = 0; f < FANOUT; ++f) {   // slots (d + shift) mod OUTPUTS .. + 3
+                int q = d / 4 + shift[f] / 4;
+                q = q < QUADS ? q : q - QUADS;
+                sums += __byte_perm(row_quads[q], row_quads[q + 1 < QUADS ? q + 1 : 0],
+                                    0x3210 + shift[f] % 4 * 0x1111);
+            }
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) count[v] = sums >> 8 * v & 0xFF;
+#elif CIRCULANT
 #pragma unroll
             for (int v = 0; v < VEC; ++v) {
                 count[v] = 0;
@@ -258,11 +274,12 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
                 }
             }
             int* cleared = next_counts + d;  // last read by the row before, next counted into
-#elif VEC == 4
+#endif
+#if !CIRCULANT && VEC == 4
             const int4 counted = *reinterpret_cast<const int4*>(mine + d);
             count[0] = counted.x, count[1] = counted.y, count[2] = counted.z, count[3] = counted.w;
             int* cleared = mine + d;
-#else
+#elif !CIRCULANT
             count[0] = mine[d];
             int* cleared = mine + d;
 #endif
@@ -274,7 +291,9 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
                 saturated += y[v] == ymax;
             }
 #if VEC == 4
-            if (!BITS) *reinterpret_cast<int4*>(cleared) = make_int4(0, 0, 0, 0);
+#if !BITS
+            *reinterpret_cast<int4*>(cleared) = make_int4(0, 0, 0, 0);
+#endif
             *reinterpret_cast<float4*>(out + d) = make_float4(y[0], y[1], y[2], y[3]);
 #else
             *cleared = 0;
@@ -291,6 +310,9 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             atomicAdd(&row_nonzero[group][held], nonzero);
             atomicAdd(&row_saturated[group][held], saturated);
         }
+#if BITS
+        asm volatile("cp.async.wait_group 0;" ::: "memory");   // the next row's bits landed
+#endif
         group_sync(group);                    // its totals complete, the counters zero
         if (++held == 32) {
             if (leader) account_held(32);
