@@ -240,8 +240,8 @@ def test_pattern_layers_with_rotated_sources_match_the_cpu(rng):
 @pytest.mark.parametrize("blocks,copies,shifts,row_threads", [
     (16, 4, [1, 2, 3, 4, 5], 4),
     (128, 4, [5, 2, 12, 127, 1, 8, 63, 3, 4, 32, 16, 2, 7, 1, 100, 6, 9], 8),
-    (1024, 1, [511, 4, 2, 999, 8], 64),
-    (4096, 1, [4, 2047, 1, 3, 6], 256)])
+    (1024, 1, [511, 4, 2, 999, 8], 32),
+    (4096, 1, [4, 2047, 1, 3, 6], 128)])
 def test_runs_of_rotation_layers_match_the_cpu(rng, blocks, copies, shifts, row_threads):
     # rows 16 to 4096 floats wide (groups of 4 to 256 threads, 4 outputs of 4 a thread at
     # 4096); every alignment of shift; weight 2 and bias -10: many rows die and the rest

@@ -88,6 +88,10 @@ RUN_ROW_THREADS = 256
 """Threads that carry one row of a run at most (4 outputs each at a time)."""
 RUN_QUADS = 4
 """Quads of outputs a thread of the run kernel computes per layer, where rows allow."""
+RUN_WIDE_ROWS = 1024
+"""Rows of at least this many floats take twice RUN_QUADS a thread, registers for 768
+threads an SM (the 8-quad variant of run-quads8-ab-2026-12-03-*: 3-5% faster at 16384
+and 65536, slower at 4096)."""
 WARM_UP_ROWS = 8
 WARM_UP_MERGE_ROWS = 65536
 SMALL_THREADS = 256
@@ -480,14 +484,17 @@ class CudaEngine:
         for run in rotation_runs([layer.layout for layer in self.layers], RUN_LAYERS):
             layouts = [self.layers[index].layout for index in run]
             widest = max(max(layout.inputs, layout.outputs) for layout in layouts)
-            wanted = widest // (4 * RUN_QUADS)
+            wide = widest >= RUN_WIDE_ROWS
+            wanted = widest // (4 * RUN_QUADS * (2 if wide else 1))
             row_threads = min(RUN_ROW_THREADS, max(4, 1 << (wanted - 1).bit_length()))
             threads = max(RUN_THREADS, row_threads)
+            occupancy = 768 if wide else 1024
             if run_shared_bytes(threads, row_threads, widest) > self.shared_per_block:
                 continue
             pattern = "".join(map(str, layouts[0].pattern))
             for index, layout in zip(run, layouts, strict=True):
-                self._run_shapes[index] = (run.stop, (threads, row_threads, widest, pattern))
+                self._run_shapes[index] = (run.stop, (threads, row_threads, widest, pattern,
+                                                      occupancy))
                 table[index] = (layout.inputs, layout.outputs, layout.shift, layout.weight)
         self._run_table = self.cp.asarray(table.view(np.uint8))
 
@@ -505,9 +512,10 @@ class CudaEngine:
         """Return (kernel, grid, threads, shared bytes) of the run kernel for `settings`."""
         plan = self._plans.get(("run", settings))
         if plan is None:
-            threads, row_threads, widest, pattern = settings
+            threads, row_threads, widest, pattern, occupancy = settings
             function = kernel("run.cu", "pattern_run", THREADS=threads, ROW_THREADS=row_threads,
-                              WIDEST=widest, PATTERN=f'"{pattern}"', MAX_LAYERS=RUN_LAYERS)
+                              WIDEST=widest, PATTERN=f'"{pattern}"', MAX_LAYERS=RUN_LAYERS,
+                              OCCUPANCY=occupancy)
             shared = run_shared_bytes(threads, row_threads, widest)
             allow_shared(function, shared)
             plan = self._plans[("run", settings)] = (
