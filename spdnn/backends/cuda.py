@@ -122,7 +122,7 @@ def first_group_words(layout, row_stride: int) -> int:
     keeps: its counters or, with folded bits (`row_stride` words a row, 0 without), two
     sets of counts packed 4 a word and two rows of bits (kernels/first.cu)."""
     if row_stride:
-        return 2 * (layout.outputs // 4) + 2 * row_stride
+        return ((2 * (layout.outputs // 4) + 3) & ~3) + 2 * row_stride
     return first_counters(layout)
 
 

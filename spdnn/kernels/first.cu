@@ -73,7 +73,7 @@
 #define UNROLL 4
 #define QUADS (OUTPUTS / 4)
 #if BITS
-#define ROW_COUNTERS (2 * QUADS)              // two sets of packed counts, 4 a word
+#define ROW_COUNTERS ((2 * QUADS + 3) & ~3)   // two sets of packed counts, 4 a word; 16 B
 #elif CIRCULANT
 #define ROW_COUNTERS (2 * OUTPUTS)
 #else
@@ -89,6 +89,10 @@
 #endif
 #if BITS && !(CIRCULANT && VEC == 4 && PLANES * FANOUT < 256)
 #error "BITS needs CIRCULANT, VEC 4 and PLANES x FANOUT < 256 (a sum is one byte)"
+#endif
+#if BITS
+static_assert(ROW_COUNTERS % 4 == 0 && ROW_STRIDE % 4 == 0,
+              "a group's rows of bits start on 16 bytes (cp.async copies 16 bytes)");
 #endif
 
 #if ROW_WARPS > 1 && GROUPS > 15
