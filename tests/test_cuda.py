@@ -122,7 +122,7 @@ def test_counting_first_layer_with_outputs_not_a_multiple_of_4_matches_the_cpu(r
 
 @pytest.mark.parametrize("neurons,outputs,density,bias,rows,planes", [
     (512, 128, 0.2, -3.5, 3000, 4), (512, 128, 0.02, -1.0, 3000, 0),
-    (500, 100, 0.2, -4.0, 3000, 5), (2000, 32, 0.9, -116.5, 400, 63),
+    (500, 100, 0.2, -4.0, 3000, 5), (2016, 32, 0.9, -117.5, 400, 63),
     (2000, 8, 0.3, -155.5, 400, 0)])
 def test_circulant_first_layer_with_shifts_of_every_alignment_matches_the_cpu(
         rng, neurons, outputs, density, bias, rows, planes):
@@ -131,7 +131,7 @@ def test_circulant_first_layer_with_shifts_of_every_alignment_matches_the_cpu(
     # straddle it at every alignment. The features are folded into `planes` planes of bits
     # where that is fewer bytes than their indices (0: indices): whole planes of 128, a
     # last plane cut short with 100 outputs (planes of 4 words, 28 bits unused), 63
-    # planes of one word with images 90% on (sums of about 225 of at most 252 bits, near
+    # planes of one word with images 90% on (sums of about 227 of at most 252 bits, near
     # a byte's limit), and 250 planes, too many for a byte (indices). The bias lets about
     # half the rows through the first layer, so a wrong count changes which
     network = circulant_first_layer(rng, [0, 1, 2, 3], neurons, outputs, bias=bias)
