@@ -137,12 +137,12 @@ __device__ __forceinline__ void group_sync(int group) {
 
 extern "C" __global__ void __launch_bounds__(THREADS, 2048 / THREADS)
 first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict__ x_col,
-            const unsigned* __restrict__ x_bits, float* __restrict__ y_out, const int* __restrict__ active_in,
-            int* __restrict__ active_out, int* __restrict__ history, int layer_index,
-            int* __restrict__ report, const int* __restrict__ multiplicity,
-            unsigned char* __restrict__ retired, int* __restrict__ staged,
-            const int* __restrict__ fanout, int outputs, float term, float bias, float ymax,
-      const int* __restrict__ retire_layer) {
+            const unsigned* __restrict__ x_bits, float* __restrict__ y_out,
+            const int* __restrict__ active_in, int* __restrict__ active_out,
+            int* __restrict__ history, int layer_index, int* __restrict__ report,
+            const int* __restrict__ multiplicity, unsigned char* __restrict__ retired,
+            int* __restrict__ staged, const int* __restrict__ fanout, int outputs, float term,
+            float bias, float ymax, const int* __restrict__ retire_layer) {
     extern __shared__ __align__(16) int counts[];   // GROUPS x (counters, 2 rows of bits)
     __shared__ RowTally tally;
     __shared__ int row_slot[GROUPS][32], row_nonzero[GROUPS][32], row_saturated[GROUPS][32];
