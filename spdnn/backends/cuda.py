@@ -688,15 +688,12 @@ class CudaEngine:
         if layout.circulant and layout.outputs % 4 == 0 and planes * fanout <= MAX_FOLDED_SUM and \
                 planes * first.plane_words * 4 <= row_features * self.feature_index.itemsize:
             first.planes = planes
+        if first_group_words(layout, first.row_stride) * 4 > FIRST_SHARED_BYTES:
+            first.planes = 0           # counting from the indices needs less shared memory
         warps = FIRST_THREADS // 32
         groups_fit = FIRST_SHARED_BYTES // (first_group_words(layout, first.row_stride) * 4)
         if groups_fit < 1:
-            if not first.planes:
-                return None
-            first.planes = 0           # counting from the indices needs less shared memory
-            groups_fit = FIRST_SHARED_BYTES // (first_counters(layout) * 4)
-            if groups_fit < 1:
-                return None
+            return None
         wanted = int(row_features // (32 * FEATURES_PER_THREAD))     # warps a row keeps busy
         by_features = 1 << max(0, wanted.bit_length() - 1)
         by_shared = 1 << (-(-warps // groups_fit) - 1).bit_length()
