@@ -73,7 +73,7 @@ def test_counting_first_layer_and_pattern_layers_match_the_cpu(rng):
     assert_same(network, features, engine)
     assert kinds(engine, 10) == ["first"] + ["run"] * 7 + ["tile"] * 2
     assert engine.feature_index.itemsize == 2
-    assert engine._first.planes == 16        # images about 10% on: folded bits are fewer bytes
+    assert engine._first.mask_bytes == 2     # images about 10% on: folded masks are fewer bytes
 
 
 @pytest.mark.parametrize("row_warps", [1, 2, 4, 16])
@@ -90,7 +90,7 @@ def test_counting_first_layer_matches_the_cpu_in_any_row_groups(rng, monkeypatch
     def forced(self, values, row_features):
         first = chosen(self, values, row_features)
         return first and dataclasses.replace(first, row_warps=row_warps,
-                                             planes=first.planes if folded else 0)
+                                             mask_bytes=first.mask_bytes if folded else 0)
 
     monkeypatch.setattr(CudaEngine, "_first_layer", forced)
     engine = CudaEngine()
@@ -98,7 +98,7 @@ def test_counting_first_layer_matches_the_cpu_in_any_row_groups(rng, monkeypatch
     assert_same(network, features, engine)
     assert engine.kernel_kind(0) == "first" and engine._first.row_warps == row_warps
     assert engine.layers[0].layout.circulant
-    assert engine._first.planes == (16 if folded else 0)
+    assert engine._first.mask_bytes == (2 if folded else 0)
 
 
 def test_counting_first_layer_without_a_circulant_fanout_matches_the_cpu(rng):
@@ -120,26 +120,26 @@ def test_counting_first_layer_with_outputs_not_a_multiple_of_4_matches_the_cpu(r
     assert engine.kernel_kind(0) == "first" and engine.layers[0].layout.outputs % 4 != 0
 
 
-@pytest.mark.parametrize("neurons,outputs,density,bias,rows,planes", [
-    (512, 128, 0.2, -3.5, 3000, 4), (512, 128, 0.02, -1.0, 3000, 0),
-    (500, 100, 0.2, -4.0, 3000, 5), (2016, 32, 0.9, -117.5, 400, 63),
-    (2000, 8, 0.3, -155.5, 400, 0)])
+@pytest.mark.parametrize("neurons,outputs,density,bias,rows,mask_bytes", [
+    (512, 128, 0.2, -3.5, 3000, 1), (512, 128, 0.02, -1.0, 3000, 0),
+    (500, 100, 0.2, -4.0, 3000, 1), (960, 80, 0.3, -10.5, 1000, 2),
+    (2048, 64, 0.9, -60.5, 400, 4), (2016, 32, 0.9, -117.5, 400, 0)])
 def test_circulant_first_layer_with_shifts_of_every_alignment_matches_the_cpu(
-        rng, neurons, outputs, density, bias, rows, planes):
+        rng, neurons, outputs, density, bias, rows, mask_bytes):
     # columns sum the counts of (d - s) mod outputs for s in 0, 1, 2, 3, not only
     # RadiX-Net's 0 and 1: each shift wraps at another column, and a lane's 4 outputs
-    # straddle it at every alignment. The features are folded into `planes` planes of bits
-    # where that is fewer bytes than their indices (0: indices): whole planes of 128, a
-    # last plane cut short with 100 outputs (planes of 4 words, 28 bits unused), 63
-    # planes of one word with images 90% on (sums of about 227 of at most 252 bits, near
-    # a byte's limit), and 250 planes, too many for a byte (indices). The bias lets about
-    # half the rows through the first layer, so a wrong count changes which
+    # straddle it at every alignment. The features are folded into masks of `mask_bytes`
+    # bytes a slot where that is fewer bytes than their indices (0: indices): 4 and 5
+    # planes in masks of a byte, 12 planes in 16 bits, 32 planes in 32 bits with images
+    # 90% on (counts of about 115 of at most 128), and 63 planes, too many for a mask
+    # (indices). The bias lets about half the rows through the first layer, so a wrong
+    # count changes which
     network = circulant_first_layer(rng, [0, 1, 2, 3], neurons, outputs, bias=bias)
     features = random_features(rng, rows, network.neurons, density=density)
     engine = CudaEngine()
     found = assert_same(network, features, engine)
     assert engine.kernel_kind(0) == "first" and engine.layers[0].layout.circulant
-    assert engine._first.planes == planes
+    assert engine._first.mask_bytes == mask_bytes
     assert found.active_rows[-1] < found.active_rows[0] < 0.8 * rows
 
 

@@ -7,8 +7,8 @@ rows that die and retires the rows that are all YMAX when every later layer keep
 so, writing the next active list itself: no host round trip per layer. Two shapes of
 constant-weight layer have faster kernels of their own: a first layer whose features and
 weights are powers of two counts (kernels/first.cu: each feature once where the fanout
-is circulant, as in RadiX-Net, from the features folded into bits where those are
-fewer bytes than their indices), and a layer whose columns all read a few inputs in one
+is circulant, as in RadiX-Net, from the features folded into bit masks where those
+are fewer bytes than their indices), and a layer whose columns all read a few inputs in one
 order replays that order on registers (kernels/pattern.cu; computing the inputs'
 addresses where they are rotations, as in RadiX-Net); both are exact for any input that
 meets their conditions. Consecutive rotation layers (RadiX-Net's first block) run as one
@@ -103,11 +103,11 @@ LIST_PENDING = -2
 PATTERN_THREADS = 512
 FIRST_THREADS = 512
 FIRST_SHARED_BYTES = 48 * 1024
-"""Shared memory of a first-layer block: the counters (and bits) of the rows it works on at once."""
+"""Shared memory of a first-layer block: the counters (or masks) of the rows it works on at once."""
 FEATURES_PER_THREAD = 8
 """The first layer gives a row about this many of its features per thread."""
-MAX_FOLDED_SUM = 255
-"""Folded feature bits: planes x shifts at most (a column's count is one byte)."""
+MAX_SHIFTS = 8
+"""Folded feature masks: a circulant first layer's shifts at most (kernels/first.cu SHIFT0..7)."""
 
 
 def first_counters(layout) -> int:
@@ -119,11 +119,9 @@ def first_counters(layout) -> int:
 
 def first_group_words(layout, row_stride: int) -> int:
     """Return the 4-byte words of shared memory a row group of the counting first layer
-    keeps: its counters or, with folded bits (`row_stride` words a row, 0 without), two
-    sets of counts packed 4 a word and two rows of bits (kernels/first.cu)."""
-    if row_stride:
-        return ((2 * (layout.outputs // 4) + 3) & ~3) + 2 * row_stride
-    return first_counters(layout)
+    keeps: its counters or, with folded masks (`row_stride` words a row, 0 without), two
+    rows of masks (kernels/first.cu)."""
+    return 2 * row_stride if row_stride else first_counters(layout)
 
 
 def pattern_vector(layout) -> int:
@@ -251,20 +249,16 @@ class FirstLayer:
     """The one product: feature value x weight."""
     row_warps: int
     outputs: int
-    """The layer's outputs (distinct columns): the fold of the features into bits."""
-    planes: int = 0
-    """Planes of the features folded into bits (kernels/first.cu BITS); 0: column indices."""
-
-    @property
-    def plane_words(self) -> int:
-        """Return the 32-bit words of one plane of folded bits."""
-        return -(-self.outputs // 32)
+    """The layer's outputs (distinct columns): the fold of the features into masks."""
+    mask_bytes: int = 0
+    """Bytes of a slot's mask where the features are folded into masks (kernels/first.cu
+    BITS: 1, 2 or 4 for up to 8, 16, 32 planes); 0: they are read as column indices."""
 
     @property
     def row_stride(self) -> int:
-        """Return the 32-bit words of one row of folded bits, whole 16-byte chunks (0
-        without bits)."""
-        return (self.planes * self.plane_words + 3) & ~3
+        """Return the 32-bit words of one row of folded masks, whole 16-byte chunks (0
+        without masks)."""
+        return (self.outputs * self.mask_bytes // 4 + 3) & ~3
 
 
 @dataclass
@@ -283,7 +277,7 @@ class BatchPlace:
     """Mapped host memory: the batch's categories (their number, then their positions)."""
     features: tuple
     """The batch's rows on the GPU, the first input: CSR (indptr by slot, indices, values)
-    and the folded bits by slot (or None)."""
+    and the folded masks by slot (or None)."""
     retire_depth: int = -1
     graphs: dict = field(default_factory=dict)
     """(first layer, end) -> the captured graph of those layers."""
@@ -301,7 +295,7 @@ class Features:
     batch_rows: int
     buffers: tuple
     bits: object = None
-    """The rows folded into bits for the first layer (rows x words; kernels/first.cu), or None."""
+    """The rows folded into masks for the first layer (rows x words; kernels/first.cu), or None."""
     places: dict = field(default_factory=dict)
     """Batch start -> its BatchPlace."""
 
@@ -617,7 +611,8 @@ class CudaEngine:
     def _plan(self, index: int, sparse: bool) -> LayerPlan:
         """Return how layer `index` is launched (on the features when `sparse`)."""
         first = self._first if sparse and self.layers[index].fanout is not None else None
-        key = (index, sparse, (float(first.term), first.row_warps, first.planes) if first else None)
+        key = (index, sparse,
+               (float(first.term), first.row_warps, first.mask_bytes) if first else None)
         plan = self._plans.get(key)
         if plan is None:
             layer = self.layers[index]
@@ -653,11 +648,13 @@ class CudaEngine:
         outputs = layer.outputs
         groups = FIRST_THREADS // 32 // first.row_warps
         shared = groups * first_group_words(layer.layout, first.row_stride) * 4
+        shifts = {f"SHIFT{f}": int(shift) for f, shift in enumerate(layer.layout.fanout[0])} \
+            if first.mask_bytes else {}
         function = kernel("first.cu", "first_layer", THREADS=FIRST_THREADS,
                           ROW_WARPS=first.row_warps, FANOUT=layer.fanout.shape[1],
                           CIRCULANT=int(layer.layout.circulant), OUTPUTS=outputs,
-                          VEC=4 if outputs % 4 == 0 else 1, BITS=int(first.planes > 0),
-                          PLANES=max(1, first.planes),
+                          VEC=4 if outputs % 4 == 0 else 1, BITS=int(first.mask_bytes > 0),
+                          MASK_BYTES=first.mask_bytes or 2, **shifts,
                           FEATURE_INDEX_BYTES=self.feature_index.itemsize)
         allow_shared(function, shared)
         return LayerPlan("first", function, self._blocks(function, FIRST_THREADS, shared),
@@ -669,7 +666,7 @@ class CudaEngine:
         """Return the counting first layer's settings, or None when it does not apply:
         it needs every feature value and every first-layer weight to be one power of two,
         and a row of counters that fits FIRST_SHARED_BYTES. It reads the features folded
-        into bits where the fanout is circulant and the bits are fewer bytes than the
+        into masks where the fanout is circulant and the masks are fewer bytes than the
         rows' column indices (`row_features` non-zeros a row on average)."""
         if not self.layers or self.layers[0].fanout is None or values.size == 0:
             return None
@@ -684,12 +681,13 @@ class CudaEngine:
             return None
         first = FirstLayer(term, 1, layout.outputs)
         planes = -(-layout.inputs // layout.outputs)
-        fanout = self.layers[0].fanout.shape[1]
-        if layout.circulant and layout.outputs % 4 == 0 and planes * fanout <= MAX_FOLDED_SUM and \
-                planes * first.plane_words * 4 <= row_features * self.feature_index.itemsize:
-            first.planes = planes
+        first.mask_bytes = next((size for size in (1, 2, 4) if planes <= 8 * size), 0)
+        if not (layout.circulant and layout.outputs % 4 == 0
+                and layout.fanout.shape[1] <= MAX_SHIFTS
+                and first.row_stride * 4 <= row_features * self.feature_index.itemsize):
+            first.mask_bytes = 0
         if first_group_words(layout, first.row_stride) * 4 > FIRST_SHARED_BYTES:
-            first.planes = 0           # counting from the indices needs less shared memory
+            first.mask_bytes = 0       # counting from the indices needs less shared memory
         warps = FIRST_THREADS // 32
         groups_fit = FIRST_SHARED_BYTES // (first_group_words(layout, first.row_stride) * 4)
         if groups_fit < 1:
@@ -709,10 +707,10 @@ class CudaEngine:
 
     def feature_bytes(self, rows: int, nonzeros: int) -> int:
         """Return the bytes the first layer reads of `rows` feature rows holding `nonzeros`
-        non-zeros: the folded bits, or each non-zero's column index and, except in the
+        non-zeros: the folded masks, or each non-zero's column index and, except in the
         counting kernel, its value."""
         first = self._first
-        if first is not None and first.planes:
+        if first is not None and first.mask_bytes:
             return rows * first.row_stride * 4
         return nonzeros * (self.feature_index.itemsize + (0 if first is not None else 4))
 
@@ -776,16 +774,16 @@ class CudaEngine:
         return loaded
 
     def _fold_bits(self, features: Features):
-        """Return the live rows folded into bits for the first layer (kernels/first.cu
+        """Return the live rows folded into masks for the first layer (kernels/first.cu
         fold_bits), or None where it reads column indices."""
         first = self._first
-        if first is None or not first.planes:
+        if first is None or not first.mask_bytes:
             return None
         cp = self.cp
         rows = features.images.size
         bits = cp.zeros((rows, first.row_stride), cp.uint32)
-        function = kernel("first.cu", "fold_bits", OUTPUTS=first.outputs, PLANES=first.planes,
-                          FEATURE_INDEX_BYTES=self.feature_index.itemsize)
+        function = kernel("first.cu", "fold_bits", OUTPUTS=first.outputs,
+                          MASK_BYTES=first.mask_bytes, FEATURE_INDEX_BYTES=self.feature_index.itemsize)
         function((min(rows, 65536),), (256,),
                  (features.indptr, features.indices, np.int32(rows), bits))
         return bits

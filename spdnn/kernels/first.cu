@@ -23,18 +23,19 @@
 // A row's slot and feature offsets are fetched while the row before it is worked on; with
 // VEC = 4 a thread writes 4 outputs at once (16-byte stores) and clears 4 counters.
 //
-// With BITS (circulant, VEC = 4) the features come as folded bits instead of column
-// indices: a row is PLANES planes of PLANE_WORDS 32-bit words (ROW_STRIDE words with the
-// padding to 16 bytes), and feature i is bit (i mod OUTPUTS) of plane i / OUTPUTS
-// (fold_bits below builds them). Slot d's count is then the number of planes whose bit d
-// is on, so a thread counts 4 slots at once, a byte each, from one word of every plane:
-// no atomics, and 1 bit per input where the indices take 16 bits per non-zero (fewer
-// bytes wherever more than 1 input in 16 is on; the challenge's images are about 10% on).
-// The counts stay packed, 4 a word, and a column's sum over the shifts is added 4 columns
-// at a time (bytes picked from two words by __byte_perm; PLANES x FANOUT < 256, so no
-// byte overflows). A group copies each row's bits into shared memory a row ahead
-// (cp.async, 16 bytes a thread, two buffers), so that a row's count waits on shared
-// memory, not on DRAM, and waits for the next row's copies at the barrier ending a row.
+// With BITS (circulant, VEC = 4) the features come as folded masks instead of column
+// indices: input i is bit i / OUTPUTS (its plane) of slot i mod OUTPUTS's mask, a mask
+// MASK_BYTES bytes (8, 16 or 32 planes), a row OUTPUTS masks (ROW_STRIDE words with the
+// padding to 16 bytes; fold_bits below builds them). A slot's count is then the popcount
+// of its mask, and a column's count the sum of popcounts at its shifts: no counters, no
+// atomics, and 1 bit per input where the indices take 16 bits per non-zero (fewer bytes
+// wherever more than 1 input in 16 is on; the challenge's images are about 10% on). A
+// column's count is at most MOST_COUNT, so the block tabulates activate(count x term) and
+// whether it is non-zero and YMAX once, and an output is a lookup. The shifts (SHIFT0 ..)
+// are compiled in, so that which masks a quad of columns reads is known at compile time.
+// A group copies each row's masks into shared memory a row ahead (cp.async, 16 bytes a
+// thread, two buffers), so that a row waits on shared memory, not on DRAM, and waits for
+// the next row's copies at the barrier ending a row.
 // Built at run time by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c`
 // compile this file standalone.
 
@@ -62,18 +63,43 @@
 #ifndef BITS
 #define BITS 0               // 1: the features are folded bits (x_bits), not x_ptr / x_col
 #endif
-#ifndef PLANES
-#define PLANES 16            // BITS: planes a row of bits holds (inputs / OUTPUTS, rounded up)
+#ifndef MASK_BYTES
+#define MASK_BYTES 2         // BITS: bytes of a slot's mask, 1, 2 or 4 (8, 16, 32 planes)
 #endif
-#define PLANE_WORDS ((OUTPUTS + 31) / 32)
-#define ROW_STRIDE ((PLANES * PLANE_WORDS + 3) & ~3)
+// BITS: the circulant's shifts (input 0's columns), SHIFT0 .. SHIFT<FANOUT - 1>
+#ifndef SHIFT0
+#define SHIFT0 (OUTPUTS - 1)
+#endif
+#ifndef SHIFT1
+#define SHIFT1 0
+#endif
+#ifndef SHIFT2
+#define SHIFT2 0
+#endif
+#ifndef SHIFT3
+#define SHIFT3 0
+#endif
+#ifndef SHIFT4
+#define SHIFT4 0
+#endif
+#ifndef SHIFT5
+#define SHIFT5 0
+#endif
+#ifndef SHIFT6
+#define SHIFT6 0
+#endif
+#ifndef SHIFT7
+#define SHIFT7 0
+#endif
+#define ROW_STRIDE ((OUTPUTS * MASK_BYTES / 4 + 3) & ~3)   // words a row of masks, 16 B
+#define MOST_COUNT (8 * MASK_BYTES * FANOUT)              // a column's count at most
 #define WARPS (THREADS / 32)
 #define GROUPS (WARPS / ROW_WARPS)
 #define ROW_THREADS (ROW_WARPS * 32)
 #define UNROLL 4
 #define QUADS (OUTPUTS / 4)
 #if BITS
-#define ROW_COUNTERS ((2 * QUADS + 3) & ~3)   // two sets of packed counts, 4 a word; 16 B
+#define ROW_COUNTERS 0                        // no counters: popcounts of the masks
 #elif CIRCULANT
 #define ROW_COUNTERS (2 * OUTPUTS)
 #else
@@ -87,12 +113,11 @@
 #if CIRCULANT && OUTPUTS % VEC != 0
 #error "VEC divides OUTPUTS"
 #endif
-#if BITS && !(CIRCULANT && VEC == 4 && PLANES * FANOUT < 256)
-#error "BITS needs CIRCULANT, VEC 4 and PLANES x FANOUT < 256 (a sum is one byte)"
+#if BITS && !(CIRCULANT && VEC == 4 && (MASK_BYTES == 1 || MASK_BYTES == 2 || MASK_BYTES == 4))
+#error "BITS needs CIRCULANT, VEC 4 and masks of 1, 2 or 4 bytes"
 #endif
-#if BITS
-static_assert(ROW_COUNTERS % 4 == 0 && ROW_STRIDE % 4 == 0,
-              "a group's rows of bits start on 16 bytes (cp.async copies 16 bytes)");
+#if BITS && FANOUT > 8
+#error "BITS takes at most 8 shifts (SHIFT0 .. SHIFT7)"
 #endif
 
 #if ROW_WARPS > 1 && GROUPS > 15
@@ -124,6 +149,50 @@ __device__ __forceinline__ void fetch_bits(unsigned* to, const unsigned* from, b
     asm volatile("cp.async.commit_group;" ::: "memory");
 }
 
+// The circulant's f-th shift as a column offset: column d reads slot (d + offset) mod
+// OUTPUTS, 1 <= offset <= OUTPUTS (a constant once the loop over f is unrolled).
+__device__ __forceinline__ constexpr int slot_offset(int f) {
+    constexpr int shifts[] = {SHIFT0, SHIFT1, SHIFT2, SHIFT3, SHIFT4, SHIFT5, SHIFT6, SHIFT7};
+    return OUTPUTS - shifts[f];
+}
+
+// The MASK_BYTES words of the masks of slots 4q .. 4q + 3.
+__device__ __forceinline__ void load_quad(const unsigned* masks, int q, unsigned* w) {
+    if constexpr (MASK_BYTES == 4) {
+        const uint4 v = reinterpret_cast<const uint4*>(masks)[q];
+        w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+    } else if constexpr (MASK_BYTES == 2) {
+        const uint2 v = reinterpret_cast<const uint2*>(masks)[q];
+        w[0] = v.x, w[1] = v.y;
+    } else {
+        w[0] = masks[q];
+    }
+}
+
+// Mask j of the words w (j < 8: two quads of masks), in the low bits of a word.
+__device__ __forceinline__ unsigned mask_at(const unsigned* w, int j) {
+    if constexpr (MASK_BYTES == 4) return w[j];
+    else if constexpr (MASK_BYTES == 2) return j % 2 ? w[j / 2] >> 16 : w[j / 2] & 0xFFFFu;
+    else return __byte_perm(w[j / 4], 0, 0x4440 + j % 4);
+}
+
+// Column d + v's count for v < 4: the popcounts of the masks it reads, one per shift.
+__device__ __forceinline__ void column_counts(const unsigned* masks, int d, int* count) {
+#pragma unroll
+    for (int v = 0; v < 4; ++v) count[v] = 0;
+#pragma unroll
+    for (int f = 0; f < FANOUT; ++f) {
+        const int offset = slot_offset(f), at = offset % 4;   // constants
+        int q = d / 4 + offset / 4;
+        q = q < QUADS ? q : q - QUADS;
+        unsigned w[2 * MASK_BYTES];
+        load_quad(masks, q, w);
+        if (at != 0) load_quad(masks, q + 1 < QUADS ? q + 1 : 0, w + MASK_BYTES);
+#pragma unroll
+        for (int v = 0; v < 4; ++v) count[v] += __popc(mask_at(w, at + v));
+    }
+}
+
 // Wait for the other warps of this row group (their shared-memory writes become visible).
 __device__ __forceinline__ void group_sync(int group) {
 #if ROW_WARPS == 1
@@ -143,8 +212,12 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             const int* __restrict__ multiplicity, unsigned char* __restrict__ retired,
             int* __restrict__ staged, const int* __restrict__ fanout, int outputs, float term,
             float bias, float ymax, const int* __restrict__ retire_layer) {
-    extern __shared__ __align__(16) int counts[];   // GROUPS x (counters, 2 rows of bits)
+    extern __shared__ __align__(16) int counts[];   // GROUPS x (counters or 2 rows of masks)
     __shared__ RowTally tally;
+#if BITS
+    // by count: the output, and 1 + (1 << 16) where it is non-zero and YMAX (as int bits)
+    __shared__ float2 outcome[MOST_COUNT + 1];
+#endif
     __shared__ int row_slot[GROUPS][32], row_nonzero[GROUPS][32], row_saturated[GROUPS][32];
 
     const int* history_in = history + 4 * layer_index;
@@ -158,6 +231,12 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     for (int i = threadIdx.x; i < GROUPS * stride; i += THREADS) counts[i] = 0;
     for (int i = threadIdx.x; i < GROUPS * 32; i += THREADS)
         row_nonzero[i / 32][i % 32] = row_saturated[i / 32][i % 32] = 0;
+#if BITS
+    for (int c = threadIdx.x; c <= MOST_COUNT; c += THREADS) {
+        const float y = activate(mul_rn((float)c, term), bias, ymax);
+        outcome[c] = make_float2(y, __int_as_float(!is_zero(y) | (y == ymax) << 16));
+    }
+#endif
     __syncthreads();
 
     const int group = threadIdx.x / ROW_THREADS, t = threadIdx.x % ROW_THREADS;
@@ -183,15 +262,15 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
         length_next = (int)(x_ptr[slot_next + 1] - begin_next);
     }
 #else
-    // a row's bits are copied in while the row before it is worked on, so its slot is
+    // a row's masks are copied in while the row before it is worked on, so its slot is
     // looked up two rows ahead
-    unsigned* bits_in = reinterpret_cast<unsigned*>(mine + ROW_COUNTERS);   // 2 x ROW_STRIDE
+    unsigned* bits_in = reinterpret_cast<unsigned*>(mine);   // 2 x ROW_STRIDE
     int slot_after = lo + group + GROUPS < hi ? active_in[lo + group + GROUPS] : 0;
     fetch_bits(bits_in, x_bits + (long long)slot_next * ROW_STRIDE, lo + group < hi, t);
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     group_sync(group);
 #endif
-#if CIRCULANT
+#if CIRCULANT && !BITS
     int shift[FANOUT];                        // OUTPUTS - input 0's columns (the shifts)
 #pragma unroll
     for (int f = 0; f < FANOUT; ++f) shift[f] = OUTPUTS - __ldg(fanout + f);
@@ -203,17 +282,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
         if (r + 2 * GROUPS < hi) slot_after = active_in[r + 2 * GROUPS];
         fetch_bits(bits_in + (~held & 1) * ROW_STRIDE, x_bits + (long long)slot_next * ROW_STRIDE,
                    r + GROUPS < hi, t);
-        unsigned* row_quads = reinterpret_cast<unsigned*>(mine) + (held & 1) * QUADS;
-        const unsigned* row_bits = bits_in + (held & 1) * ROW_STRIDE;
-        for (int d = t * 4; d < OUTPUTS; d += ROW_THREADS * 4) {
-            const unsigned* column = row_bits + d / 32;
-            const int at = d % 32;
-            unsigned packed = 0;              // slots d .. d + 3 counted, a byte each
-#pragma unroll 16
-            for (int p = 0; p < PLANES; ++p)  // the plane's 4 bits spread to the 4 bytes
-                packed += ((column[p * PLANE_WORDS] >> at & 0xFu) * 0x204081u) & 0x01010101u;
-            row_quads[d / 4] = packed;
-        }
+        const unsigned* masks = bits_in + (held & 1) * ROW_STRIDE;
 #else
         const long long begin = begin_next, end = begin_next + length_next;
         if (r + GROUPS < hi) slot_next = active_in[r + GROUPS];
@@ -250,23 +319,14 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             begin_next = x_ptr[slot_next];
             length_next = (int)(x_ptr[slot_next + 1] - begin_next);
         }
-#endif
         group_sync(group);                    // the row's counts are complete
+#endif
         float* out = y_out + (long long)slot * outputs;
         int nonzero = 0, saturated = 0;      // over this thread's outputs, then its warp's
         for (int d = t * VEC; d < outputs; d += ROW_THREADS * VEC) {
             int count[VEC];
 #if BITS
-            unsigned sums = 0;                // columns d .. d + 3, a byte each
-#pragma unroll
-            for (int f = 0; f < FANOUT; ++f) {   // slots (d + shift) mod OUTPUTS .. + 3
-                int q = d / 4 + shift[f] / 4;
-                q = q < QUADS ? q : q - QUADS;
-                sums += __byte_perm(row_quads[q], row_quads[q + 1 < QUADS ? q + 1 : 0],
-                                    0x3210 + shift[f] % 4 * 0x1111);
-            }
-#pragma unroll
-            for (int v = 0; v < VEC; ++v) count[v] = sums >> 8 * v & 0xFF;
+            column_counts(masks, d, count);
 #elif CIRCULANT
 #pragma unroll
             for (int v = 0; v < VEC; ++v) {
@@ -288,12 +348,24 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             int* cleared = mine + d;
 #endif
             float y[VEC];
+#if BITS
+            int fates = 0;                    // non-zero outputs + (YMAX outputs << 16)
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) {
+                const float2 o = outcome[count[v]];
+                y[v] = o.x;
+                fates += __float_as_int(o.y);
+            }
+            nonzero += fates & 0xFFFF;
+            saturated += fates >> 16;
+#else
 #pragma unroll
             for (int v = 0; v < VEC; ++v) {
                 y[v] = activate(mul_rn((float)count[v], term), bias, ymax);
                 nonzero += !is_zero(y[v]);
                 saturated += y[v] == ymax;
             }
+#endif
 #if VEC == 4
 #if !BITS
             *reinterpret_cast<int4*>(cleared) = make_int4(0, 0, 0, 0);
@@ -315,7 +387,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             atomicAdd(&row_saturated[group][held], saturated);
         }
 #if BITS
-        asm volatile("cp.async.wait_group 0;" ::: "memory");   // the next row's bits landed
+        asm volatile("cp.async.wait_group 0;" ::: "memory");   // the next row's masks landed
 #endif
         group_sync(group);                    // its totals complete, the counters zero
         if (++held == 32) {
@@ -327,16 +399,17 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     publish_rows(tally, staged + lo, active_out, history + 4 * (layer_index + 1));
 }
 
-// The features of `rows` rows (CSR: x_ptr by row, x_col) as the folded bits first_layer
+// The features of `rows` rows (CSR: x_ptr by row, x_col) as the folded masks first_layer
 // reads with BITS, into `bits` (rows x ROW_STRIDE words, zero before): a block a row.
 extern "C" __global__ void fold_bits(const long long* __restrict__ x_ptr,
                                      const feature_index* __restrict__ x_col, int rows,
                                      unsigned* __restrict__ bits) {
+    constexpr int PER_WORD = 4 / MASK_BYTES;          // masks a word
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
         unsigned* row_bits = bits + (long long)r * ROW_STRIDE;
         for (long long e = x_ptr[r] + threadIdx.x; e < x_ptr[r + 1]; e += blockDim.x) {
-            const int i = x_col[e], d = i % OUTPUTS;
-            atomicOr(row_bits + i / OUTPUTS * PLANE_WORDS + d / 32, 1u << d % 32);
+            const int i = x_col[e], slot = i % OUTPUTS, plane = i / OUTPUTS;
+            atomicOr(row_bits + slot / PER_WORD, 1u << (slot % PER_WORD * 8 * MASK_BYTES + plane));
         }
     }
 }
