@@ -99,6 +99,7 @@ def test_counting_first_layer_matches_the_cpu_in_any_row_groups(rng, monkeypatch
     assert engine.kernel_kind(0) == "first" and engine._first.row_warps == row_warps
     assert engine.layers[0].layout.circulant
     assert engine._first.mask_bytes == (2 if folded else 0)
+    assert engine._first.rows_at_once == (2 if folded and row_warps == 1 else 1)  # 64 outputs
 
 
 def test_counting_first_layer_without_a_circulant_fanout_matches_the_cpu(rng):
@@ -120,26 +121,29 @@ def test_counting_first_layer_with_outputs_not_a_multiple_of_4_matches_the_cpu(r
     assert engine.kernel_kind(0) == "first" and engine.layers[0].layout.outputs % 4 != 0
 
 
-@pytest.mark.parametrize("neurons,outputs,density,bias,rows,mask_bytes", [
-    (512, 128, 0.2, -3.5, 3000, 1), (512, 128, 0.02, -1.0, 3000, 0),
-    (500, 100, 0.2, -4.0, 3000, 1), (960, 80, 0.3, -10.5, 1000, 2),
-    (2048, 64, 0.9, -60.5, 400, 4), (2016, 32, 0.9, -117.5, 400, 0)])
+@pytest.mark.parametrize("neurons,outputs,density,bias,rows,mask_bytes,at_once", [
+    (512, 128, 0.2, -3.5, 3000, 1, 1), (512, 128, 0.02, -1.0, 3000, 0, 1),
+    (500, 100, 0.2, -4.0, 3000, 1, 1), (960, 80, 0.3, -10.5, 1000, 2, 1),
+    (2048, 64, 0.9, -60.5, 400, 4, 1), (2016, 32, 0.9, -117.5, 400, 0, 1),
+    (128, 8, 0.3, -10.5, 777, 2, 16)])
 def test_circulant_first_layer_with_shifts_of_every_alignment_matches_the_cpu(
-        rng, neurons, outputs, density, bias, rows, mask_bytes):
+        rng, neurons, outputs, density, bias, rows, mask_bytes, at_once):
     # columns sum the counts of (d - s) mod outputs for s in 0, 1, 2, 3, not only
     # RadiX-Net's 0 and 1: each shift wraps at another column, and a lane's 4 outputs
     # straddle it at every alignment. The features are folded into masks of `mask_bytes`
     # bytes a slot where that is fewer bytes than their indices (0: indices): 4 and 5
     # planes in masks of a byte, 12 planes in 16 bits, 32 planes in 32 bits with images
     # 90% on (counts of about 115 of at most 128), and 63 planes, too many for a mask
-    # (indices). The bias lets about half the rows through the first layer, so a wrong
-    # count changes which
+    # (indices). With masks and few outputs a warp takes `at_once` rows side by side (8
+    # outputs: 16 rows of 2 lanes). The bias lets about half the rows through the first
+    # layer, so a wrong count changes which
     network = circulant_first_layer(rng, [0, 1, 2, 3], neurons, outputs, bias=bias)
     features = random_features(rng, rows, network.neurons, density=density)
     engine = CudaEngine()
     found = assert_same(network, features, engine)
     assert engine.kernel_kind(0) == "first" and engine.layers[0].layout.circulant
     assert engine._first.mask_bytes == mask_bytes
+    assert engine._first.rows_at_once == at_once
     assert found.active_rows[-1] < found.active_rows[0] < 0.8 * rows
 
 

@@ -117,11 +117,11 @@ def first_counters(layout) -> int:
     return 2 * layout.outputs if layout.circulant else (layout.outputs + 4) & ~3
 
 
-def first_group_words(layout, row_stride: int) -> int:
+def first_group_words(layout, row_stride: int, rows_at_once: int = 1) -> int:
     """Return the 4-byte words of shared memory a row group of the counting first layer
     keeps: its counters or, with folded masks (`row_stride` words a row, 0 without), two
-    rows of masks (kernels/first.cu)."""
-    return 2 * row_stride if row_stride else first_counters(layout)
+    buffers of the `rows_at_once` rows it takes side by side (kernels/first.cu)."""
+    return 2 * rows_at_once * row_stride if row_stride else first_counters(layout)
 
 
 def pattern_vector(layout) -> int:
@@ -259,6 +259,16 @@ class FirstLayer:
         """Return the 32-bit words of one row of folded masks, whole 16-byte chunks (0
         without masks)."""
         return (self.outputs * self.mask_bytes // 4 + 3) & ~3
+
+    @property
+    def rows_at_once(self) -> int:
+        """Return the rows a group of one warp takes side by side with folded masks: as many
+        as leave each row's quads of outputs a lane each (2 at 64 outputs, N = 1024), so that
+        no lane idles; 1 otherwise."""
+        if not self.mask_bytes or self.row_warps != 1:
+            return 1
+        quads = -(-self.outputs // 4)
+        return max(1, 32 >> (quads - 1).bit_length())
 
 
 @dataclass
@@ -647,14 +657,16 @@ class CudaEngine:
     def _first_plan(self, layer: DeviceLayer, first: FirstLayer) -> LayerPlan:
         outputs = layer.outputs
         groups = FIRST_THREADS // 32 // first.row_warps
-        shared = groups * first_group_words(layer.layout, first.row_stride) * 4
+        shared = groups * first_group_words(layer.layout, first.row_stride,
+                                            first.rows_at_once) * 4
         shifts = {f"SHIFT{f}": int(shift) for f, shift in enumerate(layer.layout.fanout[0])} \
             if first.mask_bytes else {}
         function = kernel("first.cu", "first_layer", THREADS=FIRST_THREADS,
                           ROW_WARPS=first.row_warps, FANOUT=layer.fanout.shape[1],
                           CIRCULANT=int(layer.layout.circulant), OUTPUTS=outputs,
                           VEC=4 if outputs % 4 == 0 else 1, BITS=int(first.mask_bytes > 0),
-                          MASK_BYTES=first.mask_bytes or 2, **shifts,
+                          MASK_BYTES=first.mask_bytes or 2, ROWS_AT_ONCE=first.rows_at_once,
+                          **shifts,
                           FEATURE_INDEX_BYTES=self.feature_index.itemsize)
         allow_shared(function, shared)
         return LayerPlan("first", function, self._blocks(function, FIRST_THREADS, shared),

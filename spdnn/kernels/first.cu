@@ -66,6 +66,9 @@
 #ifndef MASK_BYTES
 #define MASK_BYTES 2         // BITS: bytes of a slot's mask, 1, 2 or 4 (8, 16, 32 planes)
 #endif
+#ifndef ROWS_AT_ONCE
+#define ROWS_AT_ONCE 1       // BITS, one warp a group: rows a group takes side by side
+#endif
 // BITS: the circulant's shifts (input 0's columns), SHIFT0 .. SHIFT<FANOUT - 1>
 #ifndef SHIFT0
 #define SHIFT0 (OUTPUTS - 1)
@@ -96,6 +99,7 @@
 #define WARPS (THREADS / 32)
 #define GROUPS (WARPS / ROW_WARPS)
 #define ROW_THREADS (ROW_WARPS * 32)
+#define SUB_THREADS (ROW_THREADS / ROWS_AT_ONCE)   // the threads of one of those rows
 #define UNROLL 4
 #define QUADS (OUTPUTS / 4)
 #if BITS
@@ -105,7 +109,7 @@
 #else
 #define ROW_COUNTERS ((outputs + 4) & ~3)     // the counter at outputs takes the padding
 #endif
-#define GROUP_WORDS (ROW_COUNTERS + (BITS ? 2 * ROW_STRIDE : 0))   // cuda.first_group_words
+#define GROUP_WORDS (ROW_COUNTERS + (BITS ? 2 * ROWS_AT_ONCE * ROW_STRIDE : 0))   // cuda.first_group_words
 
 #if VEC != 1 && VEC != 4
 #error "VEC is 1 or 4"
@@ -118,6 +122,9 @@
 #endif
 #if BITS && FANOUT > 8
 #error "BITS takes at most 8 shifts (SHIFT0 .. SHIFT7)"
+#endif
+#if ROWS_AT_ONCE > 1 && !(BITS && ROW_WARPS == 1 && 32 % ROWS_AT_ONCE == 0)
+#error "several rows at once need BITS, one warp a group, and a power of two up to 32"
 #endif
 
 #if ROW_WARPS > 1 && GROUPS > 15
@@ -137,11 +144,12 @@ __device__ __forceinline__ void named_sync(int group) {
     asm volatile("bar.sync %0, %1;" ::"n"(ID), "n"(ROW_THREADS) : "memory");
 }
 
-// Start copying a row of folded bits into shared memory, 16 bytes a thread of the group,
-// as one cp.async group (committed even when empty, so that every row commits one).
+// Start copying a row of folded bits into shared memory, 16 bytes a thread of the row
+// (thread t of SUB_THREADS), as one cp.async group (committed even when empty, so that
+// every row commits one).
 __device__ __forceinline__ void fetch_bits(unsigned* to, const unsigned* from, bool any,
                                            int t) {
-    for (int i = t * 4; any && i < ROW_STRIDE; i += ROW_THREADS * 4) {
+    for (int i = t * 4; any && i < ROW_STRIDE; i += SUB_THREADS * 4) {
         const unsigned where = (unsigned)__cvta_generic_to_shared(to + i);
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(where), "l"(from + i)
                      : "memory");
@@ -204,6 +212,20 @@ __device__ __forceinline__ void group_sync(int group) {
 #endif
 }
 
+// The sum of `value` over each aligned set of LANES lanes (a warp's, for 32 or more),
+// called by every lane of the warp.
+template <int LANES>
+__device__ __forceinline__ int lanes_sum(int value) {
+    if constexpr (LANES >= 32) {
+        return warp_sum(value);
+    } else {
+#pragma unroll
+        for (int offset = LANES / 2; offset > 0; offset /= 2)
+            value += __shfl_xor_sync(FULL_MASK, value, offset);
+        return value;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS, 2048 / THREADS)
 first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict__ x_col,
             const unsigned* __restrict__ x_bits, float* __restrict__ y_out,
@@ -241,6 +263,11 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
 
     const int group = threadIdx.x / ROW_THREADS, t = threadIdx.x % ROW_THREADS;
     const int lane = threadIdx.x % 32;
+    // a group takes ROWS_AT_ONCE rows side by side, r + sub, each on SUB_THREADS threads
+    // (ts the thread's place among them), then moves on by STEP rows
+    constexpr int STEP = GROUPS * ROWS_AT_ONCE;
+    const int sub = t / SUB_THREADS, ts = t % SUB_THREADS;
+    const int row0 = lo + group * ROWS_AT_ONCE + sub;   // this thread's first row
     const bool leader = t < 32;               // the group's first warp accounts its rows
     int* mine = counts + group * stride;
     int held = 0;                             // rows of the group not yet accounted
@@ -253,20 +280,22 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     };
     // the next row's slot is fetched as a row starts and its offsets once the row is
     // counted, so that a row starts without waiting on two dependent loads
-    int slot_next = lo + group < hi ? active_in[lo + group] : 0;
+    int slot_next = row0 < hi ? active_in[row0] : 0;
 #if !BITS
     long long begin_next = 0;
     int length_next = 0;
-    if (lo + group < hi) {
+    if (row0 < hi) {
         begin_next = x_ptr[slot_next];
         length_next = (int)(x_ptr[slot_next + 1] - begin_next);
     }
 #else
     // a row's masks are copied in while the row before it is worked on, so its slot is
     // looked up two rows ahead
-    unsigned* bits_in = reinterpret_cast<unsigned*>(mine);   // 2 x ROW_STRIDE
-    int slot_after = lo + group + GROUPS < hi ? active_in[lo + group + GROUPS] : 0;
-    fetch_bits(bits_in, x_bits + (long long)slot_next * ROW_STRIDE, lo + group < hi, t);
+    // two buffers (by the parity of the group's steps) of ROWS_AT_ONCE rows of masks
+    unsigned* bits_in = reinterpret_cast<unsigned*>(mine) + sub * ROW_STRIDE;
+    int slot_after = row0 + STEP < hi ? active_in[row0 + STEP] : 0;
+    fetch_bits(bits_in, x_bits + (long long)slot_next * ROW_STRIDE, row0 < hi, ts);
+    int phase = 0;
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     group_sync(group);
 #endif
@@ -275,14 +304,16 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
 #pragma unroll
     for (int f = 0; f < FANOUT; ++f) shift[f] = OUTPUTS - __ldg(fanout + f);
 #endif
-    for (int r = lo + group; r < hi; r += GROUPS) {
-        const int slot = slot_next;
+    for (int r = lo + group * ROWS_AT_ONCE; r < hi; r += STEP) {
+        const int slot = slot_next, row = r + sub;
+        const bool live = ROWS_AT_ONCE == 1 || row < hi;
 #if BITS
         slot_next = slot_after;
-        if (r + 2 * GROUPS < hi) slot_after = active_in[r + 2 * GROUPS];
-        fetch_bits(bits_in + (~held & 1) * ROW_STRIDE, x_bits + (long long)slot_next * ROW_STRIDE,
-                   r + GROUPS < hi, t);
-        const unsigned* masks = bits_in + (held & 1) * ROW_STRIDE;
+        if (row + 2 * STEP < hi) slot_after = active_in[row + 2 * STEP];
+        fetch_bits(bits_in + (phase ^ 1) * ROWS_AT_ONCE * ROW_STRIDE,
+                   x_bits + (long long)slot_next * ROW_STRIDE, row + STEP < hi, ts);
+        const unsigned* masks = bits_in + phase * ROWS_AT_ONCE * ROW_STRIDE;
+        phase ^= 1;
 #else
         const long long begin = begin_next, end = begin_next + length_next;
         if (r + GROUPS < hi) slot_next = active_in[r + GROUPS];
@@ -323,7 +354,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
 #endif
         float* out = y_out + (long long)slot * outputs;
         int nonzero = 0, saturated = 0;      // over this thread's outputs, then its warp's
-        for (int d = t * VEC; d < outputs; d += ROW_THREADS * VEC) {
+        for (int d = ts * VEC; live && d < outputs; d += SUB_THREADS * VEC) {
             int count[VEC];
 #if BITS
             column_counts(masks, d, count);
@@ -376,21 +407,22 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
             out[d] = y[0];
 #endif
         }
-        nonzero = warp_sum(nonzero);
-        saturated = warp_sum(saturated);
+        nonzero = lanes_sum<SUB_THREADS>(nonzero);
+        saturated = lanes_sum<SUB_THREADS>(saturated);
 #if !CIRCULANT
         if (t == 0) mine[outputs] = 0;
 #endif
-        if (t == 0) row_slot[group][held] = slot;
-        if (lane == 0) {
-            atomicAdd(&row_nonzero[group][held], nonzero);
-            atomicAdd(&row_saturated[group][held], saturated);
+        if (ts == 0 && live) row_slot[group][held + sub] = slot;
+        if (ts % 32 == 0 && live) {
+            atomicAdd(&row_nonzero[group][held + sub], nonzero);
+            atomicAdd(&row_saturated[group][held + sub], saturated);
         }
 #if BITS
         asm volatile("cp.async.wait_group 0;" ::: "memory");   // the next row's masks landed
 #endif
         group_sync(group);                    // its totals complete, the counters zero
-        if (++held == 32) {
+        held += min(ROWS_AT_ONCE, hi - r);
+        if (held == 32) {
             if (leader) account_held(32);
             held = 0;
         }
