@@ -425,6 +425,7 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
         if (held == 32) {
             if (leader) account_held(32);
             held = 0;
+            group_sync(group);    // the totals cleared before any thread adds to them again
         }
     }
     if (leader && held > 0) account_held(held);
