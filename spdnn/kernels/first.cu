@@ -35,7 +35,9 @@
 // are compiled in, so that which masks a quad of columns reads is known at compile time.
 // A group copies each row's masks into shared memory a row ahead (cp.async, 16 bytes a
 // thread, two buffers), so that a row waits on shared memory, not on DRAM, and waits for
-// the next row's copies at the barrier ending a row.
+// the next row's copies at the barrier ending a row. Where a row has fewer quads of
+// outputs than a warp has lanes (64 outputs: 16), a warp takes ROWS_AT_ONCE rows side by
+// side, each on its own lanes.
 // Built at run time by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c`
 // compile this file standalone.
 
@@ -109,7 +111,8 @@
 #else
 #define ROW_COUNTERS ((outputs + 4) & ~3)     // the counter at outputs takes the padding
 #endif
-#define GROUP_WORDS (ROW_COUNTERS + (BITS ? 2 * ROWS_AT_ONCE * ROW_STRIDE : 0))   // cuda.first_group_words
+// cuda.first_group_words
+#define GROUP_WORDS (ROW_COUNTERS + (BITS ? 2 * ROWS_AT_ONCE * ROW_STRIDE : 0))
 
 #if VEC != 1 && VEC != 4
 #error "VEC is 1 or 4"
@@ -290,8 +293,8 @@ first_layer(const long long* __restrict__ x_ptr, const feature_index* __restrict
     }
 #else
     // a row's masks are copied in while the row before it is worked on, so its slot is
-    // looked up two rows ahead
-    // two buffers (by the parity of the group's steps) of ROWS_AT_ONCE rows of masks
+    // looked up two rows ahead; two buffers (by the parity of the group's steps) of
+    // ROWS_AT_ONCE rows of masks
     unsigned* bits_in = reinterpret_cast<unsigned*>(mine) + sub * ROW_STRIDE;
     int slot_after = row0 + STEP < hi ? active_in[row0 + STEP] : 0;
     fetch_bits(bits_in, x_bits + (long long)slot_next * ROW_STRIDE, row0 < hi, ts);
