@@ -59,6 +59,10 @@ GRAPH_LAYERS = 8
 kernel launch (~15 us from Python) to an eighth of a graph launch."""
 CAPTURED_LAYERS = 64
 """Layers whose graphs load_features captures ahead; later ones are captured when first run."""
+POLLS_PER_QUERY = 256
+"""While the host waits for a count that a kernel writes to host memory, it asks whether
+the stream has finished (or failed) once per this many looks at the memory (about 20 us):
+asking at every look slowed the GPU's work at N = 1024 (docs/gpu-notes.md, version 17)."""
 MARCH_ROWS = 8192
 """At most this many active rows at the first general layer (or after a merge): the layers up
 to the next merge run as one march launch (kernels/march.cu) instead of one launch each."""
@@ -990,8 +994,11 @@ class CudaEngine:
         """Wait until a kernel writes cells[at] (mapped host memory holding `unset` until
         then) and return it; None if the stream drains without it."""
         stream = self.cp.cuda.get_current_stream()
-        while cells[at] == unset and not stream.done:   # done raises a failed kernel's error
-            pass
+        polls = 0
+        while cells[at] == unset:
+            polls += 1      # the stream now and then: done raises a failed kernel's error
+            if polls % POLLS_PER_QUERY == 0 and stream.done:
+                break
         value = int(cells[at])
         return None if value == unset else value
 
