@@ -28,8 +28,10 @@ class Engine(Protocol):
     Optional, for engines whose state lives on a device: `batches(rows, depth)` (rows in
     as many batches as fit), `counts_later(rows)` (counts read at the end, not per layer),
     `merge_due(rows, index)` (whether merging is worth its cost now), `settled(rows,
-    index)` (True once no later layer can change anything) and `clock` (a timer with
-    `mark()` and `seconds_since(mark)`).
+    index)` (True once no later layer can change anything), `layer_span(rows, index)`
+    (layer `index` and the layers after it that need no host step between them: the rows
+    and the end of the span; such an engine's `counts_later(rows, done)` gives the counts
+    after any layer of it) and `clock` (a timer with `mark()` and `seconds_since(mark)`).
     """
 
     name: str
@@ -82,21 +84,30 @@ def run_layers(engine: Engine, rows, depth: int):
     counts_later = getattr(engine, "counts_later", engine.counts)
     merge_due = getattr(engine, "merge_due", lambda rows, index: True)
     settled = getattr(engine, "settled", lambda rows, index: False)
+    layer_span = getattr(engine, "layer_span", lambda rows, index: (engine.layer(rows, index),
+                                                                       index + 1))
     look_again_at = 0
     per_layer = []
-    for index in range(depth):
-        rows = engine.layer(rows, index)          # Y = min(YMAX, relu(Y W + b on non-zeros))
+    index = 0
+    while index < depth:
+        # Y = min(YMAX, relu(Y W + b on non-zeros)) for layers [index, end): one, or those
+        # the engine has launched already and needs no host step between
+        rows, end = layer_span(rows, index)
+        last = end - 1
         rows = engine.prune(rows)                 # rows that became all zero leave the work
         # only rows that every later layer keeps all YMAX are left: nothing changes, and
         # nothing is left to merge
-        done = settled(rows, index)
-        if not done and index >= look_again_at and merge_due(rows, index):
+        done = settled(rows, last)
+        if not done and last >= look_again_at and merge_due(rows, last):
             before = engine.counts(rows)[1]
             rows = engine.merge_duplicates(rows)  # identical rows are computed once
             if engine.counts(rows)[1] == before:
-                look_again_at = index + MERGE_BACKOFF_LAYERS
-            done = settled(rows, index)   # the merge read fresh counts
+                look_again_at = last + MERGE_BACKOFF_LAYERS
+            done = settled(rows, last)   # the merge read fresh counts
+        if end > index + 1:
+            per_layer += [counts_later(rows, layer + 1) for layer in range(index, last)]
         per_layer.append(counts_later(rows))
+        index = end
         if done:
             break
     return rows, per_layer

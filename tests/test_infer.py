@@ -84,6 +84,37 @@ def test_one_thread_equals_two(rng):
     np.testing.assert_array_equal(one, two)
 
 
+class SpanningEngine(CpuEngine):
+    """The CPU engine taking 1 to 4 layers a step, at random, as an engine does whose device
+    runs several launched layers with no host step between them (infer.run_layers)."""
+
+    def __init__(self, rng, depth: int):
+        super().__init__()
+        self.rng, self.depth, self.after = rng, depth, {}
+
+    def layer_span(self, rows, index):
+        end = min(self.depth, index + int(self.rng.integers(1, 5)))
+        for layer in range(index, end):
+            rows = self.prune(self.layer(rows, layer))
+            self.after[layer + 1] = self.counts(rows)
+        return rows, end
+
+    def counts_later(self, rows, done=None):
+        counts = self.counts(rows) if done is None else self.after[done]
+        return lambda: counts
+
+
+def test_layer_spans_give_the_same_categories_and_counts(rng):
+    network = random_network(rng, 60, 14, -1.5)      # rows die over several layers
+    features = random_features(rng, 200, 60)
+    plain = infer(network, features, CpuEngine())
+    spans = infer(network, features, SpanningEngine(rng, network.depth))
+    np.testing.assert_array_equal(spans.categories, plain.categories)
+    np.testing.assert_array_equal(spans.categories, reference_categories(network, features))
+    assert spans.active_rows == plain.active_rows    # merges may differ, images do not
+    assert len(spans.distinct_rows) == network.depth
+
+
 def test_official_1024_files_give_the_truth(official):
     from spdnn.dataset import read_network
     from spdnn.io.tsv import read_categories, read_features

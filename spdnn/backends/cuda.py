@@ -59,6 +59,10 @@ GRAPH_LAYERS = 8
 kernel launch (~15 us from Python) to an eighth of a graph launch."""
 CAPTURED_LAYERS = 64
 """Layers whose graphs load_features captures ahead; later ones are captured when first run."""
+POLLS_PER_QUERY = 256
+"""While the host waits for a count that a kernel writes to host memory, it asks whether
+the stream has finished (or failed) once per this many looks at the memory (about 20 us):
+asking at every look slowed the GPU's work at N = 1024 (docs/gpu-notes.md, version 17)."""
 MARCH_ROWS = 8192
 """At most this many active rows at the first general layer (or after a merge): the layers up
 to the next merge run as one march launch (kernels/march.cu) instead of one launch each."""
@@ -838,8 +842,7 @@ class CudaEngine:
             batch.spare[:many * self.layers[0].outputs] = 0
             batch.spare_active[:many] = cp.arange(many, dtype=cp.int32)
             batch.history[4:6] = many
-            batch.values, batch.spare = batch.spare, batch.values
-            batch.active, batch.spare_active = batch.spare_active, batch.active
+            self._swap(batch)
             batch.done = 1
             self.merge_duplicates(batch)
             self.categories(batch)
@@ -924,10 +927,27 @@ class CudaEngine:
                 batch.launched = end
             if batch.launched % MERGE_INTERVAL == 0 or batch.launched == batch.depth:
                 self._list_ahead(batch, batch.launched)
-        batch.values, batch.spare = batch.spare, batch.values
-        batch.active, batch.spare_active = batch.spare_active, batch.active
+        self._swap(batch)
         batch.done = index + 1
         return batch
+
+    def layer_span(self, batch: Batch, index: int) -> tuple[Batch, int]:
+        """Compute layer `index` and take with it the layers after it that a graph or a
+        march launched already, up to the next merge: the host has nothing to do between
+        them, and stepping through them one by one (a few microseconds each) can outlast
+        the GPU's work at small N. Return the batch and the span's end."""
+        batch = self.layer(batch, index)
+        end = min(batch.launched, batch.depth, (index // MERGE_INTERVAL + 1) * MERGE_INTERVAL)
+        if (end - batch.done) % 2:       # each layer's output is the next one's input
+            self._swap(batch)
+        batch.done = end
+        return batch, end
+
+    @staticmethod
+    def _swap(batch: Batch) -> None:
+        """Swap the batch's input and output buffers, as a layer does."""
+        batch.values, batch.spare = batch.spare, batch.values
+        batch.active, batch.spare_active = batch.spare_active, batch.active
 
     def _chunk_end(self, batch: Batch, index: int) -> int:
         """Return where the graph that starts at layer `index` ends: at a multiple of
@@ -974,8 +994,11 @@ class CudaEngine:
         """Wait until a kernel writes cells[at] (mapped host memory holding `unset` until
         then) and return it; None if the stream drains without it."""
         stream = self.cp.cuda.get_current_stream()
-        while cells[at] == unset and not stream.done:   # done raises a failed kernel's error
-            pass
+        polls = 0
+        while cells[at] == unset:
+            polls += 1      # the stream now and then: done raises a failed kernel's error
+            if polls % POLLS_PER_QUERY == 0 and stream.done:
+                break
         value = int(cells[at])
         return None if value == unset else value
 
@@ -1128,9 +1151,10 @@ class CudaEngine:
         active, images = history[done, :2]
         return int(images + retired[1]), int(active + (retired[0] > 0))
 
-    def counts_later(self, batch: Batch):
-        """Return a function giving counts() as of now, read from the device once at the end."""
-        done = batch.done
+    def counts_later(self, batch: Batch, done: int | None = None):
+        """Return a function giving counts() after `done` layers (default: those done now),
+        read from the device once at the end."""
+        done = batch.done if done is None else done
 
         def resolve():
             if batch.final_history is None:
