@@ -266,6 +266,20 @@ def test_runs_of_rotation_layers_match_the_cpu(rng, blocks, copies, shifts, row_
     assert engine.launch_end(1, 100) == min(16, len(shifts) + 1 - (len(shifts) % 2 == 0))
 
 
+@pytest.mark.parametrize("blocks,row_threads", [(1024, 32), (4096, 128)])
+def test_runs_over_mostly_zero_rows_match_the_cpu(rng, blocks, row_threads):
+    # sparse features: 85-99% of the run's outputs read two zeros (a shortcut for those
+    # was tried, docs/gpu-notes.md version 17), and each layer halves the sums and takes
+    # 1/16 off, so that rows die over the last layers, each where its values say
+    shifts = [int(s) for s in rng.choice(np.arange(1, blocks // 2), 6, replace=False)]
+    network = rotation_network(rng, shifts, blocks=blocks, copies=1, weight=0.5, bias=-0.0625)
+    features = random_features(rng, 2000, network.neurons, density=0.01)
+    engine = CudaEngine()
+    found = assert_same(network, features, engine)
+    assert engine.kernel_kind(1) == "run" and engine._run_shapes[1][1][1] == row_threads
+    assert found.active_rows[-1] < found.active_rows[0]
+
+
 def test_saturated_rows_retire_only_when_later_layers_keep_them(rng):
     # every weight 1: rows saturate at once; layer 4 cannot keep an all-YMAX row
     neurons = 48
