@@ -2,19 +2,23 @@
 """Show where one inference's time goes: host steps and GPU progress, side by side.
 
 On a GPU machine, from the repository root:
-    python3 scripts/timeline.py --neurons 4096 --layers 120
+    python3 scripts/timeline.py --neurons 4096 --layers 120 --runs 5
 
-Runs a generated configuration twice (the second is shown) with the engine's steps
-wrapped: each step's host start and end (ms since the clock started) and, through a CUDA
-event recorded after it, when the GPU got past it. Gaps where the GPU waits for the host,
-or the host for the GPU, show up as steps whose times do not overlap. Events queued
-behind a long kernel complete one after another, ~1.3 us each on an H200, so the last
-tens of microseconds after a march are blurred by the events themselves.
+Runs a generated configuration once to warm up, then --runs times with the engine's
+steps wrapped, and shows the run of median time: each step's host start and end (ms
+since the clock started) and, through a CUDA event recorded after it, when the GPU got
+past it (the launches are steps of their own: a graph's in `layer`, `_march`,
+`_list_ahead`). Gaps where the GPU waits for the host, or the host for the GPU, show up
+as steps whose times do not overlap. Each step adds an event (~2 us of host time), and
+events queued behind a long kernel complete one after another, ~1.3 us each on an H200,
+so the times are a little longer than unwrapped ones: compare with the printed times of
+the unwrapped warm-up runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from spdnn import challenge, generate
 from spdnn.infer import infer
 
-STEPS = ("batches", "layer", "merge_duplicates", "counts", "settled", "categories")
+STEPS = ("batches", "layer_span", "layer", "_march", "_list_ahead", "_reported",
+         "merge_duplicates", "counts", "settled", "categories")
 
 
 def main() -> None:
@@ -32,6 +37,7 @@ def main() -> None:
     parser.add_argument("--neurons", type=int, default=4096)
     parser.add_argument("--layers", type=int, default=120)
     parser.add_argument("--rows", type=int, default=challenge.FEATURE_ROWS)
+    parser.add_argument("--runs", type=int, default=5, help="wrapped runs; the median is shown")
     args = parser.parse_args()
 
     import cupy as cp
@@ -41,7 +47,9 @@ def main() -> None:
     network = generate.radixnet(args.neurons, args.layers)
     features = generate.features(args.neurons, args.rows)
     engine = CudaEngine()
-    infer(network, features, engine)                     # compile, capture, warm up
+    plain = [infer(network, features, engine).seconds for _ in range(3)]   # compile, capture
+    print(f"N={args.neurons} L={args.layers}: unwrapped "
+          + ", ".join(f"{seconds * 1e3:.3f}" for seconds in plain) + " ms")
     marks = []
     origin = {}
 
@@ -55,8 +63,8 @@ def main() -> None:
                 result = list(result)
             event = cp.cuda.Event()
             event.record()
-            marks.append((name, a[1] if name in ("layer", "settled") else "", begin,
-                          time.perf_counter(), event))
+            arg = next((x for x in a[1:] if isinstance(x, int)), "")
+            marks.append((name, arg, begin, time.perf_counter(), event))
             return result
 
         return timed
@@ -67,19 +75,26 @@ def main() -> None:
     mark = engine.clock.mark
 
     def clock_mark():
+        marks.clear()
         origin["host"] = time.perf_counter()
         start_event.record()
         return mark()
 
     engine.clock.mark = clock_mark
-    result = infer(network, features, engine)
-    cp.cuda.get_current_stream().synchronize()
-    print(f"N={args.neurons} L={args.layers}: {result.seconds * 1e3:.3f} ms")
+    runs = []
+    for _ in range(max(1, args.runs)):
+        seconds = infer(network, features, engine).seconds
+        cp.cuda.get_current_stream().synchronize()
+        runs.append((seconds, [(name, arg, begin - origin["host"], end - origin["host"],
+                                cp.cuda.get_elapsed_time(start_event, event))
+                               for name, arg, begin, end, event in marks]))
+    median = statistics.median_low(seconds for seconds, _ in runs)
+    seconds, steps = next(run for run in runs if run[0] == median)
+    print("wrapped: " + ", ".join(f"{s * 1e3:.3f}" for s, _ in runs)
+          + f" ms; the median one, {seconds * 1e3:.3f} ms:")
     print(f"{'step':>18} {'arg':>4} {'host from':>10} {'host to':>9} {'GPU past':>9}")
-    for name, arg, begin, end, event in marks:
-        gpu = cp.cuda.get_elapsed_time(start_event, event)
-        print(f"{name:>18} {arg!s:>4} {(begin - origin['host']) * 1e3:>10.3f} "
-              f"{(end - origin['host']) * 1e3:>9.3f} {gpu:>9.3f}")
+    for name, arg, begin, end, gpu in steps:
+        print(f"{name:>18} {arg!s:>4} {begin * 1e3:>10.3f} {end * 1e3:>9.3f} {gpu:>9.3f}")
 
 
 if __name__ == "__main__":
