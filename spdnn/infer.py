@@ -104,8 +104,7 @@ def run_layers(engine: Engine, rows, depth: int):
             if engine.counts(rows)[1] == before:
                 look_again_at = last + MERGE_BACKOFF_LAYERS
             done = settled(rows, last)   # the merge read fresh counts
-        if end > index + 1:
-            per_layer += [counts_later(rows, layer + 1) for layer in range(index, last)]
+        per_layer += [counts_later(rows, layer + 1) for layer in range(index, last)]
         per_layer.append(counts_later(rows))
         index = end
         if done:
