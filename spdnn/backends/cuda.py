@@ -61,8 +61,9 @@ CAPTURED_LAYERS = 64
 """Layers whose graphs load_features captures ahead; later ones are captured when first run."""
 POLLS_PER_QUERY = 256
 """While the host waits for a count that a kernel writes to host memory, it asks whether
-the stream has finished (or failed) once per this many looks at the memory (about 20 us):
-asking at every look slowed the GPU's work at N = 1024 (docs/gpu-notes.md, version 17)."""
+the stream has finished (or failed) once per this many looks at the memory (tens of
+microseconds; a count the kernels always write ends the wait at once): asking at every
+look slowed the GPU's work at N = 1024 (docs/gpu-notes.md, version 17)."""
 MARCH_ROWS = 8192
 """At most this many active rows at the first general layer (or after a merge): the layers up
 to the next merge run as one march launch (kernels/march.cu) instead of one launch each."""
