@@ -10,8 +10,11 @@
 # pytest -k expression, picks some of them, to spare device time); AB_ROUNDS
 # (default 2); AB_OPTIONS, the A/B's bench.py options (default: every N, 120 layers, no
 # baseline, 1000 rows checked, median of 5); FULL_SECONDS and AB_SECONDS, the time
-# limits of the two parts (default 330 and 200). Writes OUT/session.tgz holding full.log,
-# full/*.json, ab/ab-{new,LABEL}-ROUND.log and their JSON; prints the summaries.
+# limits of the two parts (default 330 and 200); AFTER, a command run last (its output
+# in after.log, limit AFTER_SECONDS, default 120), for example
+#   AFTER="python3 scripts/timeline.py --neurons 1024 --runs 5"
+# Writes OUT/session.tgz holding full.log, full/*.json, ab/ab-{new,LABEL}-ROUND.log and
+# their JSON, after.log; prints the summaries.
 set -uo pipefail
 out=${1:?usage: device_session.sh OUT}
 cd "$(dirname "$0")/.."
@@ -37,4 +40,9 @@ if [ -n "${AB_OLD:-}" ]; then
     # shellcheck disable=SC2086 - AB_OPTIONS are separate words on purpose
     timeout "${AB_SECONDS:-200}" bash scripts/ab.sh "$AB_OLD" "$work/ab" "${AB_ROUNDS:-2}" \
         ${AB_OPTIONS:---neurons 1024 4096 16384 65536 --layers 120 --no-baseline --check-rows 1000 --repeat 5}
+fi
+
+if [ -n "${AFTER:-}" ]; then
+    timeout "${AFTER_SECONDS:-120}" bash -c "$AFTER" > "$work/after.log" 2>&1
+    tail -n 40 "$work/after.log"
 fi
