@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -113,6 +115,27 @@ def test_layer_spans_give_the_same_categories_and_counts(rng):
     np.testing.assert_array_equal(spans.categories, reference_categories(network, features))
     assert spans.active_rows == plain.active_rows    # merges may differ, images do not
     assert len(spans.distinct_rows) == network.depth
+
+
+class CollectorWatch(CpuEngine):
+    """The CPU engine noting whether the garbage collector was on at each layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.collecting = []
+
+    def layer(self, rows, index):
+        self.collecting.append(gc.isenabled())
+        return super().layer(rows, index)
+
+
+def test_no_garbage_collection_while_the_clock_runs(rng):
+    network = random_network(rng, 40, 5, -0.5)
+    engine = CollectorWatch()
+    assert gc.isenabled()
+    infer(network, random_features(rng, 50, 40), engine)
+    # the layers of the timed loop (the engine's warm-up runs one before, untimed)
+    assert engine.collecting[-5:] == [False] * 5 and gc.isenabled()
 
 
 def test_official_1024_files_give_the_truth(official):
