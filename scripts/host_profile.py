@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Show where the host's time goes in the CUDA backend's inference: Python's profiler
+over several warm inferences of a generated configuration.
+
+On a GPU machine, from the repository root:
+    python3 scripts/host_profile.py --neurons 1024 --layers 120 --runs 20
+
+At small N the inference follows the host's pace (scripts/timeline.py shows the gaps);
+this shows which functions take that time. The profiler slows every Python call, so read
+the shares, not the times: the unprofiled times are printed first for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spdnn import challenge, generate
+from spdnn.infer import infer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--neurons", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=120)
+    parser.add_argument("--rows", type=int, default=challenge.FEATURE_ROWS)
+    parser.add_argument("--runs", type=int, default=20, help="profiled inferences")
+    parser.add_argument("--top", type=int, default=30, help="functions shown per table")
+    args = parser.parse_args()
+
+    from spdnn.backends.cuda import CudaEngine
+
+    network = generate.radixnet(args.neurons, args.layers)
+    features = generate.features(args.neurons, args.rows)
+    engine = CudaEngine()
+    plain = [infer(network, features, engine).seconds for _ in range(5)]   # compile, capture
+    print(f"N={args.neurons} L={args.layers}: unprofiled "
+          + ", ".join(f"{seconds * 1e3:.3f}" for seconds in plain) + " ms")
+    profiler = cProfile.Profile()
+    clock = engine.clock
+
+    class ProfiledClock:
+        """The engine's clock, with the profiler on while it runs."""
+
+        def mark(self):
+            begin = clock.mark()
+            profiler.enable()
+            return begin
+
+        def seconds_since(self, begin):
+            profiler.disable()
+            return clock.seconds_since(begin)
+
+    engine.clock = ProfiledClock()
+    profiled = [infer(network, features, engine).seconds for _ in range(args.runs)]
+    print("profiled: " + ", ".join(f"{seconds * 1e3:.3f}" for seconds in profiled) + " ms")
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(args.top)
+    stats.sort_stats("cumulative").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()
