@@ -59,10 +59,15 @@ def main() -> None:
     engine.clock = ProfiledClock()
     profiled = [infer(network, features, engine).seconds for _ in range(args.runs)]
     print("profiled: " + ", ".join(f"{seconds * 1e3:.3f}" for seconds in profiled) + " ms")
-    stats = pstats.Stats(profiler, stream=sys.stdout)
-    stats.sort_stats("tottime").print_stats(args.top)
-    stats.sort_stats("cumulative").print_stats(args.top)
-
+    stats = pstats.Stats(profiler).stats    # (file, line, name) -> (calls, _, own, cumulative, _)
+    runs = len(profiled)
+    print(f"per inference, the {args.top} functions of most own time (us; profiled):")
+    print(f"{'calls':>7} {'own':>8} {'with callees':>12}  function")
+    rows = sorted(stats.items(), key=lambda item: -item[1][2])[:args.top]
+    for (file, line, name), (_, calls, own, cumulative, _) in rows:
+        where = f"{Path(file).name}:{line}" if line else file
+        print(f"{calls / runs:>7.1f} {own / runs * 1e6:>8.1f} {cumulative / runs * 1e6:>12.1f}"
+              f"  {name} ({where})")
 
 if __name__ == "__main__":
     main()

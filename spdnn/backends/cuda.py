@@ -449,8 +449,16 @@ class CudaEngine:
                 sources=cp.asarray(layout.sources) if layout.sources is not None else None,
                 fanout=cp.asarray(layout.fanout) if layout.fanout is not None else None))
         self.keeps_saturated = self._saturation_check()
+        self._resident_until = [len(self.layers)] * (len(self.layers) + 1)
+        for index in reversed(range(len(self.layers))):
+            self._resident_until[index] = self._resident_until[index + 1] \
+                if self.layers[index].resident else index
         self._march_setup()
         self._runs_setup()
+
+    def _resident(self, first: int, end: int) -> bool:
+        """Return whether the weights of layers [first, end) are all on the GPU."""
+        return self._resident_until[first] >= end
 
     def _pattern_layer(self, index: int) -> bool:
         layout = self.layers[index].layout
@@ -976,7 +984,7 @@ class CudaEngine:
         if index != self.march_from and index % MERGE_INTERVAL:
             return 0
         end = min(batch.depth, (index // MERGE_INTERVAL + 1) * MERGE_INTERVAL)
-        if not all(self.layers[i].resident for i in range(index, end)):
+        if not self._resident(index, end):
             return 0
         known = self._read_already(batch)
         if known is not None and int(known[index, 0]) > MARCH_ROWS:
@@ -1045,7 +1053,7 @@ class CudaEngine:
         cannot capture (then the layers are launched one by one)."""
         key = (first, end)
         graph = batch.place.graphs.get(key)
-        if graph is not None or not all(self.layers[i].resident for i in range(first, end)):
+        if graph is not None or not self._resident(first, end):
             return graph
         cp = self.cp
         if self._capture_stream is None:
@@ -1178,9 +1186,11 @@ class CudaEngine:
         """
         if batch.listed_ahead == index + 1 and self.merge_due(batch, index):
             self._reported(batch, index + 1)
-        while batch.landed < batch.done and batch.seen[batch.landed + 1] >= 0:
-            batch.landed += 1
-        return batch.empty or batch.seen[batch.landed] == 0
+        seen = batch.seen
+        if batch.landed < batch.done:   # the layers that have started since the last look
+            pending = np.flatnonzero(seen[batch.landed + 1:batch.done + 1] < 0)
+            batch.landed = batch.done if pending.size == 0 else batch.landed + int(pending[0])
+        return batch.empty or seen[batch.landed] == 0
 
     def categories(self, batch: Batch) -> np.ndarray:
         """Return the batch's categories: its images whose rows are active or retired.
