@@ -280,6 +280,21 @@ def test_runs_over_mostly_zero_rows_match_the_cpu(rng, blocks, row_threads):
     assert found.active_rows[-1] < found.active_rows[0]
 
 
+@pytest.mark.parametrize("weight,copies", [(2.0, 1), (1.1, 2)])
+def test_runs_over_zero_and_ymax_rows_match_the_cpu(rng, weight, copies):
+    # rows of 4096 floats (128 threads a row: run.cu's queue of quads), most inputs 0 or
+    # YMAX after the first layers, with sums exact in any order (2 entries a column at
+    # weight 2) and not (4 at 1.1); a shortcut for quads of such inputs was tried
+    # (docs/gpu-notes.md version 18)
+    shifts = [int(s) for s in rng.choice(np.arange(1, 2048), 6, replace=False)]
+    network = rotation_network(rng, shifts, blocks=4096, copies=copies, weight=weight, bias=-1.0)
+    features = random_features(rng, 1500, network.neurons, density=0.02)
+    engine = CudaEngine()
+    found = assert_same(network, features, engine)
+    assert engine.kernel_kind(1) == "run" and engine._run_shapes[1][1][1] == 128
+    assert found.active_rows[-1] > 0
+
+
 def test_saturated_rows_retire_only_when_later_layers_keep_them(rng):
     # every weight 1: rows saturate at once; layer 4 cannot keep an all-YMAX row
     neurons = 48
