@@ -15,48 +15,23 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from warm_engine import HookedClock, configuration_arguments, warm_engine
 
-from spdnn import challenge, generate
 from spdnn.infer import infer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--neurons", type=int, default=1024)
-    parser.add_argument("--layers", type=int, default=120)
-    parser.add_argument("--rows", type=int, default=challenge.FEATURE_ROWS)
+    configuration_arguments(parser, neurons=1024)
     parser.add_argument("--runs", type=int, default=20, help="profiled inferences")
     parser.add_argument("--top", type=int, default=30, help="functions shown per table")
     args = parser.parse_args()
 
-    from spdnn.backends.cuda import CudaEngine
-
-    network = generate.radixnet(args.neurons, args.layers)
-    features = generate.features(args.neurons, args.rows)
-    engine = CudaEngine()
-    plain = [infer(network, features, engine).seconds for _ in range(5)]   # compile, capture
-    print(f"N={args.neurons} L={args.layers}: unprofiled "
-          + ", ".join(f"{seconds * 1e3:.3f}" for seconds in plain) + " ms")
+    network, features, engine = warm_engine(args, 5, "unprofiled")
     profiler = cProfile.Profile()
-    clock = engine.clock
-
-    class ProfiledClock:
-        """The engine's clock, with the profiler on while it runs."""
-
-        def mark(self):
-            begin = clock.mark()
-            profiler.enable()
-            return begin
-
-        def seconds_since(self, begin):
-            profiler.disable()
-            return clock.seconds_since(begin)
-
-    engine.clock = ProfiledClock()
+    engine.clock = HookedClock(engine.clock, profiler.enable, profiler.disable)
     profiled = [infer(network, features, engine).seconds for _ in range(args.runs)]
     print("profiled: " + ", ".join(f"{seconds * 1e3:.3f}" for seconds in profiled) + " ms")
     stats = pstats.Stats(profiler).stats    # (file, line, name) -> (calls, _, own, cumulative, _)

@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from warm_engine import HookedClock, configuration_arguments, warm_engine
 
-from spdnn import challenge, generate
 from spdnn.infer import infer
 
 STEPS = ("batches", "layer_span", "layer", "_march", "_list_ahead", "_reported",
@@ -34,22 +31,13 @@ STEPS = ("batches", "layer_span", "layer", "_march", "_list_ahead", "_reported",
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--neurons", type=int, default=4096)
-    parser.add_argument("--layers", type=int, default=120)
-    parser.add_argument("--rows", type=int, default=challenge.FEATURE_ROWS)
+    configuration_arguments(parser, neurons=4096)
     parser.add_argument("--runs", type=int, default=5, help="wrapped runs; the median is shown")
     args = parser.parse_args()
 
     import cupy as cp
 
-    from spdnn.backends.cuda import CudaEngine
-
-    network = generate.radixnet(args.neurons, args.layers)
-    features = generate.features(args.neurons, args.rows)
-    engine = CudaEngine()
-    plain = [infer(network, features, engine).seconds for _ in range(3)]   # compile, capture
-    print(f"N={args.neurons} L={args.layers}: unwrapped "
-          + ", ".join(f"{seconds * 1e3:.3f}" for seconds in plain) + " ms")
+    network, features, engine = warm_engine(args, 3, "unwrapped")
     marks = []
     origin = {}
 
@@ -72,22 +60,13 @@ def main() -> None:
     for name in STEPS:
         setattr(engine, name, wrap(name))
     start_event = cp.cuda.Event()
-    clock = engine.clock
 
-    class StepClock:
-        """The engine's clock, with each run's steps forgotten as its clock starts (not
-        as it stops: the clock's own seconds_since takes a mark too)."""
+    def started():
+        marks.clear()
+        origin["host"] = time.perf_counter()
+        start_event.record()
 
-        def mark(self):
-            marks.clear()
-            origin["host"] = time.perf_counter()
-            start_event.record()
-            return clock.mark()
-
-        def seconds_since(self, begin):
-            return clock.seconds_since(begin)
-
-    engine.clock = StepClock()
+    engine.clock = HookedClock(engine.clock, started)
     runs = []
     for _ in range(max(1, args.runs)):
         seconds = infer(network, features, engine).seconds
