@@ -94,9 +94,15 @@ RUN_ROW_THREADS = 256
 RUN_QUADS = 4
 """Quads of outputs a thread of the run kernel computes per layer, where rows allow."""
 RUN_WIDE_ROWS = 1024
-"""Rows of at least this many floats take twice RUN_QUADS a thread, registers for 768
-threads an SM (the 8-quad variant of run-quads8-ab-2026-12-03-*: 3-5% faster at 16384
-and 65536, slower at 4096)."""
+"""Rows of at least this many floats take twice RUN_QUADS a thread, registers for
+RUN_WIDE_OCCUPANCY threads an SM (the 8-quad variant of run-quads8-ab-2026-12-03-*: 3-5%
+faster at 16384 and 65536, slower at 4096)."""
+RUN_OCCUPANCY = 1024
+"""Threads an SM that a run kernel's registers are sized for (64 registers a thread; ncu
+found the run launch at 1024 and 4096 at 40-44% occupancy for that: gpu-notes version
+18)."""
+RUN_WIDE_OCCUPANCY = 768
+"""RUN_OCCUPANCY for rows of RUN_WIDE_ROWS floats or more."""
 WARM_UP_ROWS = 8
 WARM_UP_MERGE_ROWS = 65536
 SMALL_THREADS = 256
@@ -505,7 +511,7 @@ class CudaEngine:
             wanted = widest // (4 * RUN_QUADS * (2 if wide else 1))
             row_threads = min(RUN_ROW_THREADS, max(4, 1 << (wanted - 1).bit_length()))
             threads = max(RUN_THREADS, row_threads)
-            occupancy = 768 if wide else 1024
+            occupancy = RUN_WIDE_OCCUPANCY if wide else RUN_OCCUPANCY
             if run_shared_bytes(threads, row_threads, widest) > self.shared_per_block:
                 continue
             pattern = "".join(map(str, layouts[0].pattern))
