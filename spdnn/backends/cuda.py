@@ -952,11 +952,16 @@ class CudaEngine:
         them, and stepping through them one by one (a few microseconds each) can outlast
         the GPU's work at small N. Return the batch and the span's end."""
         batch = self.layer(batch, index)
-        end = min(batch.launched, batch.depth, (index // MERGE_INTERVAL + 1) * MERGE_INTERVAL)
+        end = min(batch.launched, self._next_merge(batch, index))
         if (end - batch.done) % 2:       # each layer's output is the next one's input
             self._swap(batch)
         batch.done = end
         return batch, end
+
+    @staticmethod
+    def _next_merge(batch: Batch, index: int) -> int:
+        """Return the layer after the next merge from layer `index` on, or the depth."""
+        return min(batch.depth, (index // MERGE_INTERVAL + 1) * MERGE_INTERVAL)
 
     @staticmethod
     def _swap(batch: Batch) -> None:
@@ -989,7 +994,7 @@ class CudaEngine:
             return 0
         if index != self.march_from and index % MERGE_INTERVAL:
             return 0
-        end = min(batch.depth, (index // MERGE_INTERVAL + 1) * MERGE_INTERVAL)
+        end = self._next_merge(batch, index)
         if not self._resident(index, end):
             return 0
         known = self._read_already(batch)
