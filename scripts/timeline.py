@@ -4,7 +4,7 @@
 On a GPU machine, from the repository root:
     python3 scripts/timeline.py --neurons 4096 --layers 120 --runs 5
 
-Runs a generated configuration once to warm up, then --runs times with the engine's
+Runs a generated configuration three times to warm up, then --runs times with the engine's
 steps wrapped, and shows the run of median time: each step's host start and end (ms
 since the clock started) and, through a CUDA event recorded after it, when the GPU got
 past it (the launches are steps of their own: a graph's in `layer`, `_march`,
