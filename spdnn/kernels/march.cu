@@ -44,27 +44,48 @@ __device__ __forceinline__ void group_sync(int group) {
 #endif
 }
 
+// acc plus the products of the stored entries k0 .. k0 + 16 / sizeof(Index) - 1 (those below
+// the layer's width) whose indices are packed in `packed`, in order.
+template <typename Index>
+__device__ __forceinline__ float add_entries(const uint4& packed, int k0, const MarchLayer& layer,
+                                             const float* values, const float* x, float acc) {
+    constexpr int PER_LOAD = 16 / sizeof(Index);
+    const unsigned int words[4] = {packed.x, packed.y, packed.z, packed.w};
+#pragma unroll
+    for (int j = 0; j < PER_LOAD; ++j) {
+        if (k0 + j >= layer.width) break;
+        const unsigned int entry = sizeof(Index) == 2
+            ? (words[j / 2] >> ((j & 1) * 16)) & 0xffffu : words[j];
+        const float w = values != nullptr ? __ldg(values + k0 + j) : layer.weight;
+        acc = add_rn(acc, mul_rn(x[entry >> layer.shift], w));
+    }
+    return acc;
+}
+
 // Output d's sum over its stored entries in order, from the row in x (shared memory).
-// Indices come 16 bytes at a time (each column's entries start 16-byte aligned).
+// Indices come 16 bytes at a time (each column's entries start 16-byte aligned); a column
+// of at most AT_ONCE such loads (32 entries of 2 bytes: RadiX-Net's) issues them all
+// before the first add, so that their latencies overlap instead of adding up.
 template <typename Index>
 __device__ __forceinline__ float column_sum(const MarchLayer& layer, int d, const float* x) {
     constexpr int PER_LOAD = 16 / sizeof(Index);
+    constexpr int AT_ONCE = 4;
     const long long base = (long long)d * layer.stride;
-    const Index* index = reinterpret_cast<const Index*>(layer.index) + base;
+    const uint4* index = reinterpret_cast<const uint4*>(reinterpret_cast<const Index*>(layer.index) + base);
     const float* values = layer.values ? reinterpret_cast<const float*>(layer.values) + base : nullptr;
     float acc = 0.0f;
-    for (int k0 = 0; k0 < layer.width; k0 += PER_LOAD) {
-        const uint4 packed = __ldg(reinterpret_cast<const uint4*>(index + k0));
-        const unsigned int words[4] = {packed.x, packed.y, packed.z, packed.w};
+    if (layer.width <= AT_ONCE * PER_LOAD) {
+        uint4 packed[AT_ONCE] = {};
 #pragma unroll
-        for (int j = 0; j < PER_LOAD; ++j) {
-            if (k0 + j >= layer.width) break;
-            const unsigned int entry = sizeof(Index) == 2
-                ? (words[j / 2] >> ((j & 1) * 16)) & 0xffffu : words[j];
-            const float w = values != nullptr ? __ldg(values + k0 + j) : layer.weight;
-            acc = add_rn(acc, mul_rn(x[entry >> layer.shift], w));
-        }
+        for (int c = 0; c < AT_ONCE; ++c)
+            if (c * PER_LOAD < layer.width) packed[c] = __ldg(index + c);
+#pragma unroll
+        for (int c = 0; c < AT_ONCE; ++c)
+            acc = add_entries<Index>(packed[c], c * PER_LOAD, layer, values, x, acc);
+        return acc;
     }
+    for (int k0 = 0; k0 < layer.width; k0 += PER_LOAD)
+        acc = add_entries<Index>(__ldg(index + k0 / PER_LOAD), k0, layer, values, x, acc);
     return acc;
 }
 
