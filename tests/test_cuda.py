@@ -349,9 +349,11 @@ def test_graphs_captured_ahead_read_what_their_first_layer_will_hold(rng):
     assert_same(network, features, engine)          # the same features: loaded as they are
 
 
-def test_marched_layers_match_the_cpu_for_any_weights(rng):
-    # mixed weights and entries per column (some none), rows wider than a tile
-    network = random_network(rng, 251, 7, 0.5, per_column=(0, 12))
+@pytest.mark.parametrize("per_column", [(0, 12), (20, 45)])
+def test_marched_layers_match_the_cpu_for_any_weights(rng, per_column):
+    # mixed weights and entries per column (some none; up to 32 a column's index loads
+    # are issued at once, past it one by one), rows wider than a tile
+    network = random_network(rng, 251, 7, 0.5, per_column=per_column)
     features = random_features(rng, 500, 251)
     engine = CudaEngine(tile_bytes=512)
     assert_same(network, features, engine)
