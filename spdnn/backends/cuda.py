@@ -299,6 +299,8 @@ class BatchPlace:
     features: tuple
     """The batch's rows on the GPU, the first input: CSR (indptr by slot, indices, values)
     and the folded masks by slot (or None)."""
+    numbers: np.ndarray
+    """The batch's category numbers (its images + 1), by position: what `listed` points to."""
     retire_depth: int = -1
     graphs: dict = field(default_factory=dict)
     """(first layer, end) -> the captured graph of those layers."""
@@ -877,7 +879,8 @@ class CudaEngine:
                     cp.zeros(max(1, len(self.layers)), cp.int32), self._mapped(len(self.layers) + 1),
                     self._mapped(features.batch_rows + 1),
                     (features.indptr[start:start + count + 1], features.indices, features.values,
-                     features.bits[start:start + count] if features.bits is not None else None))
+                     features.bits[start:start + count] if features.bits is not None else None),
+                    features.images[start:start + count] + 1)
             if place.retire_depth != depth:        # the host's work here is on the clock
                 place.retire.set(self._retiring_layers(depth))
                 place.retire_depth = depth
@@ -1210,7 +1213,7 @@ class CudaEngine:
         cp = self.cp
         listed = batch.place.listed
         if batch.listed_ahead and self._written(listed, 0, LIST_PENDING) not in (None, -1):
-            return batch.images[listed[1:1 + listed[0]]] + 1
+            return batch.place.numbers.take(listed[1:1 + listed[0]])
         alive = batch.state["alive"]
         slots = batch.retired.size
         if batch.empty:             # no active row left: the retired ones are all there is
@@ -1224,7 +1227,7 @@ class CudaEngine:
                                                alive))
         self._list(batch, alive)
         self.synchronize()                      # the list is in host memory now
-        return batch.images[listed[1:1 + listed[0]]] + 1     # ascending, as the images
+        return batch.place.numbers.take(listed[1:1 + listed[0]])    # ascending, as the images
 
     def _list_ahead(self, batch: Batch, done: int) -> None:
         """List the categories right after the launch that runs the batch to layer `done`,
