@@ -1196,10 +1196,13 @@ class CudaEngine:
         Each layer's kernel writes its input count to seen[layer] in host memory as it
         starts, so the answer comes a layer or two late; counts only fall. Where a merge
         is due and a list was launched ahead after this layer, the count after it is
-        waited for: the merge would wait for those layers anyway.
+        waited for: the merge would wait for those layers anyway (and when it is 0, the
+        answer is known without looking further).
         """
-        if batch.listed_ahead == index + 1 and self.merge_due(batch, index):
-            self._reported(batch, index + 1)
+        if batch.listed_ahead == index + 1 and self.merge_due(batch, index) and \
+                self._reported(batch, index + 1) == 0:
+            batch.empty = True
+            return True
         seen = batch.seen
         if batch.landed < batch.done:   # the layers that have started since the last look
             pending = np.flatnonzero(seen[batch.landed + 1:batch.done + 1] < 0)
