@@ -931,7 +931,9 @@ class CudaEngine:
         """Compute layer `index`, or note it done when a march or a graph launched it
         already: a march when few rows are left, else a graph of the layers up to the
         next chunk end, else (weights streamed, graphs off) the layer alone or the run
-        kernel's layers from it."""
+        kernel's layers from it. A launch that ends where marching may start is followed
+        at once by the march, queued behind it: the GPU then goes on without waiting for
+        the host's steps between."""
         if index >= batch.launched:
             batch.launched = self._try_march(batch, index)
             if not batch.launched:
@@ -943,6 +945,8 @@ class CudaEngine:
                     end = self._launch_from(batch, index, end, batch.values, batch.spare,
                                             batch.active, batch.spare_active)
                 batch.launched = end
+                if end == self.march_from and end < batch.depth:
+                    batch.launched = self._try_march(batch, end) or end
             if batch.launched % MERGE_INTERVAL == 0 or batch.launched == batch.depth:
                 self._list_ahead(batch, batch.launched)
         self._swap(batch)
@@ -1000,7 +1004,7 @@ class CudaEngine:
         end = self._next_merge(batch, index)
         if not self._resident(index, end):
             return 0
-        known = self._read_already(batch)
+        known = self._read_already(batch) if index == batch.done else None
         if known is not None and int(known[index, 0]) > MARCH_ROWS:
             return 0
         self._march(batch, index, end)
@@ -1026,19 +1030,20 @@ class CudaEngine:
         return None if value == unset else value
 
     def _march(self, batch: Batch, first: int, end: int) -> None:
-        """Launch the march kernel over layers [first, end) for the batch's active rows."""
+        """Launch the march kernel over layers [first, end) for the active rows that reach
+        layer `first` (launched ahead, behind the layers before it, or when it is next)."""
         cp = self.cp
         function, grid, shared, widest = self._march_plan()
         state = batch.state
         slots = state["staged"]
-        cp.cuda.runtime.memcpyAsync(slots.data.ptr, batch.active.data.ptr, slots.nbytes,
+        values, spare, active, spare_active = self._buffers_at(batch, first)
+        cp.cuda.runtime.memcpyAsync(slots.data.ptr, active.data.ptr, slots.nbytes,
                                     cp.cuda.runtime.memcpyDeviceToDevice,
                                     cp.cuda.get_current_stream().ptr)
         odd = (end - first) % 2 == 1          # where layer end - 1's output lies
         function((grid,), (MARCH_THREADS,),
-                 (self._march_table, np.int32(first), np.int32(end), batch.values,
-                  batch.spare if odd else batch.values, slots,
-                  batch.spare_active if odd else batch.active, batch.history,
+                 (self._march_table, np.int32(first), np.int32(end), values,
+                  spare if odd else values, slots, spare_active if odd else active, batch.history,
                   np.uint64(batch.report), state["multiplicity"], state["retired"],
                   batch.place.retire, state["march_done"], np.int32(widest),
                   np.int32(MARCH_ROWS), self.bias,
