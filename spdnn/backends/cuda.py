@@ -885,21 +885,25 @@ class CudaEngine:
                 place.retire.set(self._retiring_layers(depth))
                 place.retire_depth = depth
             place.seen[:] = -1
-            active = state["active"]
-            size = place.history.size
-            kernel("batch.cu", "start_batch")(
-                (self._small_grid(max(count, size)),), (SMALL_THREADS,),
-                (np.int32(count), place.history, np.int32(size), active, state["which"],
-                 state["multiplicity"], state["retired"]))
             batch = Batch(images=features.images[start:start + count],
                           features=place.features,
-                          values=first_values, spare=second_values, active=active,
+                          values=first_values, spare=second_values, active=state["active"],
                           spare_active=state["active_out"],
                           which=state["which"],
                           multiplicity=state["multiplicity"], retired=state["retired"],
                           place=place, state=state, depth=depth)
+            if not (self.graphs and (0, self._chunk_end(batch, 0)) in place.graphs):
+                self._start(batch)          # else the graph of the first layers starts it
             self._batches.append(batch)
             yield batch
+
+    def _start(self, batch: Batch) -> None:
+        """Launch the batch's start: every row active in its own slot (kernels/batch.cu)."""
+        size, state = batch.history.size, batch.state
+        kernel("batch.cu", "start_batch")(
+            (self._small_grid(max(batch.images.size, size)),), (SMALL_THREADS,),
+            (np.int32(batch.images.size), batch.history, np.int32(size), state["active"],
+             state["which"], state["multiplicity"], state["retired"]))
 
     def _retiring_layers(self, depth: int) -> np.ndarray:
         """Return, per layer, 1 where a row all YMAX after it stays so through layer depth - 1:
@@ -1083,6 +1087,8 @@ class CudaEngine:
             with stream:
                 stream.begin_capture()
                 try:
+                    if first == 0:      # the batch's start, once captured here (batches)
+                        self._start(batch)
                     index = first
                     while index < end:       # each launch runs an odd number of layers
                         index = self._launch_from(batch, index, end, values, spare, active,
