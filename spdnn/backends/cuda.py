@@ -357,6 +357,8 @@ class Batch:
     """Whether a read found no active row left (counts only fall: it stays so)."""
     listed_ahead: int = 0
     """The layer count after which the last list of categories was launched ahead (0: none)."""
+    march_declined: int = -1
+    """The layer a march launched from found too many rows at (it did nothing; -1: none)."""
 
     @property
     def history(self):
@@ -1001,7 +1003,8 @@ class CudaEngine:
         rows), so that the GPU goes on from the layers before without waiting for the
         host, and the host then waits for the count the kernel reports.
         """
-        if not self.march or self.march_from is None or index < self.march_from:
+        if not self.march or self.march_from is None or index < self.march_from or \
+                index == batch.march_declined:
             return 0
         if index != self.march_from and index % MERGE_INTERVAL:
             return 0
@@ -1012,7 +1015,10 @@ class CudaEngine:
         if known is not None and int(known[index, 0]) > MARCH_ROWS:
             return 0
         self._march(batch, index, end)
-        return end if known is not None or self._reported(batch, index) <= MARCH_ROWS else 0
+        if known is not None or self._reported(batch, index) <= MARCH_ROWS:
+            return end
+        batch.march_declined = index     # launched ahead: not again when the loop gets there
+        return 0
 
     def _reported(self, batch: Batch, index: int) -> int:
         """Return the row count that reaches layer `index`, as a kernel reports it in
