@@ -371,6 +371,17 @@ def test_a_march_launched_on_too_many_rows_leaves_them_to_the_tiles(rng, monkeyp
     monkeypatch.setattr(cuda, "MARCH_ROWS", 10)
     found = assert_same(network, features, engine)
     assert engine.march_from == 1 and found.active_rows[0] > 10
+    # launched right behind the first layer, it is not launched again from there
+    marches = []
+    original = CudaEngine._march
+
+    def spy(self, batch, first, end):
+        marches.append(first)
+        original(self, batch, first, end)
+
+    monkeypatch.setattr(CudaEngine, "_march", spy)
+    again = infer(network, features, engine)
+    assert np.array_equal(again.categories, found.categories) and marches == [1]
 
 
 def test_categories_listed_ahead_serve_only_where_no_row_is_left(rng, monkeypatch):

@@ -299,6 +299,8 @@ class BatchPlace:
     features: tuple
     """The batch's rows on the GPU, the first input: CSR (indptr by slot, indices, values)
     and the folded masks by slot (or None)."""
+    numbers: np.ndarray
+    """The batch's category numbers (its images + 1), by position: what `listed` points to."""
     retire_depth: int = -1
     graphs: dict = field(default_factory=dict)
     """(first layer, end) -> the captured graph of those layers."""
@@ -355,6 +357,8 @@ class Batch:
     """Whether a read found no active row left (counts only fall: it stays so)."""
     listed_ahead: int = 0
     """The layer count after which the last list of categories was launched ahead (0: none)."""
+    march_declined: int = -1
+    """The layer a march launched from found too many rows at (it did nothing; -1: none)."""
 
     @property
     def history(self):
@@ -877,26 +881,31 @@ class CudaEngine:
                     cp.zeros(max(1, len(self.layers)), cp.int32), self._mapped(len(self.layers) + 1),
                     self._mapped(features.batch_rows + 1),
                     (features.indptr[start:start + count + 1], features.indices, features.values,
-                     features.bits[start:start + count] if features.bits is not None else None))
+                     features.bits[start:start + count] if features.bits is not None else None),
+                    features.images[start:start + count] + 1)
             if place.retire_depth != depth:        # the host's work here is on the clock
                 place.retire.set(self._retiring_layers(depth))
                 place.retire_depth = depth
             place.seen[:] = -1
-            active = state["active"]
-            size = place.history.size
-            kernel("batch.cu", "start_batch")(
-                (self._small_grid(max(count, size)),), (SMALL_THREADS,),
-                (np.int32(count), place.history, np.int32(size), active, state["which"],
-                 state["multiplicity"], state["retired"]))
             batch = Batch(images=features.images[start:start + count],
                           features=place.features,
-                          values=first_values, spare=second_values, active=active,
+                          values=first_values, spare=second_values, active=state["active"],
                           spare_active=state["active_out"],
                           which=state["which"],
                           multiplicity=state["multiplicity"], retired=state["retired"],
                           place=place, state=state, depth=depth)
+            if not (self.graphs and (0, self._chunk_end(batch, 0)) in place.graphs):
+                self._start(batch)          # else the graph of the first layers starts it
             self._batches.append(batch)
             yield batch
+
+    def _start(self, batch: Batch) -> None:
+        """Launch the batch's start: every row active in its own slot (kernels/batch.cu)."""
+        size, state = batch.history.size, batch.state
+        kernel("batch.cu", "start_batch")(
+            (self._small_grid(max(batch.images.size, size)),), (SMALL_THREADS,),
+            (np.int32(batch.images.size), batch.history, np.int32(size), state["active"],
+             state["which"], state["multiplicity"], state["retired"]))
 
     def _retiring_layers(self, depth: int) -> np.ndarray:
         """Return, per layer, 1 where a row all YMAX after it stays so through layer depth - 1:
@@ -928,7 +937,9 @@ class CudaEngine:
         """Compute layer `index`, or note it done when a march or a graph launched it
         already: a march when few rows are left, else a graph of the layers up to the
         next chunk end, else (weights streamed, graphs off) the layer alone or the run
-        kernel's layers from it."""
+        kernel's layers from it. A launch that ends where marching may start is followed
+        at once by the march, queued behind it: the GPU then goes on without waiting for
+        the host's steps between."""
         if index >= batch.launched:
             batch.launched = self._try_march(batch, index)
             if not batch.launched:
@@ -940,6 +951,8 @@ class CudaEngine:
                     end = self._launch_from(batch, index, end, batch.values, batch.spare,
                                             batch.active, batch.spare_active)
                 batch.launched = end
+                if end == self.march_from and end < batch.depth:
+                    batch.launched = self._try_march(batch, end) or end
             if batch.launched % MERGE_INTERVAL == 0 or batch.launched == batch.depth:
                 self._list_ahead(batch, batch.launched)
         self._swap(batch)
@@ -990,18 +1003,22 @@ class CudaEngine:
         rows), so that the GPU goes on from the layers before without waiting for the
         host, and the host then waits for the count the kernel reports.
         """
-        if not self.march or self.march_from is None or index < self.march_from:
+        if not self.march or self.march_from is None or index < self.march_from or \
+                index == batch.march_declined:
             return 0
         if index != self.march_from and index % MERGE_INTERVAL:
             return 0
         end = self._next_merge(batch, index)
         if not self._resident(index, end):
             return 0
-        known = self._read_already(batch)
+        known = self._read_already(batch) if index == batch.done else None
         if known is not None and int(known[index, 0]) > MARCH_ROWS:
             return 0
         self._march(batch, index, end)
-        return end if known is not None or self._reported(batch, index) <= MARCH_ROWS else 0
+        if known is not None or self._reported(batch, index) <= MARCH_ROWS:
+            return end
+        batch.march_declined = index     # launched ahead: not again when the loop gets there
+        return 0
 
     def _reported(self, batch: Batch, index: int) -> int:
         """Return the row count that reaches layer `index`, as a kernel reports it in
@@ -1023,19 +1040,20 @@ class CudaEngine:
         return None if value == unset else value
 
     def _march(self, batch: Batch, first: int, end: int) -> None:
-        """Launch the march kernel over layers [first, end) for the batch's active rows."""
+        """Launch the march kernel over layers [first, end) for the active rows that reach
+        layer `first` (launched ahead, behind the layers before it, or when it is next)."""
         cp = self.cp
         function, grid, shared, widest = self._march_plan()
         state = batch.state
         slots = state["staged"]
-        cp.cuda.runtime.memcpyAsync(slots.data.ptr, batch.active.data.ptr, slots.nbytes,
+        values, spare, active, spare_active = self._buffers_at(batch, first)
+        cp.cuda.runtime.memcpyAsync(slots.data.ptr, active.data.ptr, slots.nbytes,
                                     cp.cuda.runtime.memcpyDeviceToDevice,
                                     cp.cuda.get_current_stream().ptr)
         odd = (end - first) % 2 == 1          # where layer end - 1's output lies
         function((grid,), (MARCH_THREADS,),
-                 (self._march_table, np.int32(first), np.int32(end), batch.values,
-                  batch.spare if odd else batch.values, slots,
-                  batch.spare_active if odd else batch.active, batch.history,
+                 (self._march_table, np.int32(first), np.int32(end), values,
+                  spare if odd else values, slots, spare_active if odd else active, batch.history,
                   np.uint64(batch.report), state["multiplicity"], state["retired"],
                   batch.place.retire, state["march_done"], np.int32(widest),
                   np.int32(MARCH_ROWS), self.bias,
@@ -1075,6 +1093,8 @@ class CudaEngine:
             with stream:
                 stream.begin_capture()
                 try:
+                    if first == 0:      # the batch's start, once captured here (batches)
+                        self._start(batch)
                     index = first
                     while index < end:       # each launch runs an odd number of layers
                         index = self._launch_from(batch, index, end, values, spare, active,
@@ -1193,10 +1213,13 @@ class CudaEngine:
         Each layer's kernel writes its input count to seen[layer] in host memory as it
         starts, so the answer comes a layer or two late; counts only fall. Where a merge
         is due and a list was launched ahead after this layer, the count after it is
-        waited for: the merge would wait for those layers anyway.
+        waited for: the merge would wait for those layers anyway (and when it is 0, the
+        answer is known without looking further).
         """
-        if batch.listed_ahead == index + 1 and self.merge_due(batch, index):
-            self._reported(batch, index + 1)
+        if batch.listed_ahead == index + 1 and self.merge_due(batch, index) and \
+                self._reported(batch, index + 1) == 0:
+            batch.empty = True
+            return True
         seen = batch.seen
         if batch.landed < batch.done:   # the layers that have started since the last look
             pending = np.flatnonzero(seen[batch.landed + 1:batch.done + 1] < 0)
@@ -1210,7 +1233,7 @@ class CudaEngine:
         cp = self.cp
         listed = batch.place.listed
         if batch.listed_ahead and self._written(listed, 0, LIST_PENDING) not in (None, -1):
-            return batch.images[listed[1:1 + listed[0]]] + 1
+            return batch.place.numbers.take(listed[1:1 + listed[0]])
         alive = batch.state["alive"]
         slots = batch.retired.size
         if batch.empty:             # no active row left: the retired ones are all there is
@@ -1224,7 +1247,7 @@ class CudaEngine:
                                                alive))
         self._list(batch, alive)
         self.synchronize()                      # the list is in host memory now
-        return batch.images[listed[1:1 + listed[0]]] + 1     # ascending, as the images
+        return batch.place.numbers.take(listed[1:1 + listed[0]])    # ascending, as the images
 
     def _list_ahead(self, batch: Batch, done: int) -> None:
         """List the categories right after the launch that runs the batch to layer `done`,
