@@ -243,7 +243,7 @@ def test_pattern_layers_with_rotated_sources_match_the_cpu(rng):
 
 @pytest.mark.parametrize("blocks,copies,shifts,row_threads", [
     (16, 4, [1, 2, 3, 4, 5], 4),
-    (128, 4, [5, 2, 12, 127, 1, 8, 63, 3, 4, 32, 16, 2, 7, 1, 100, 6, 9], 8),
+    (128, 4, [5, 2, 12, 127, 1, 8, 63, 3, 4, 32, 16, 2, 7, 1, 100, 6, 9], 16),
     (1024, 1, [511, 4, 2, 999, 8], 32),
     (4096, 1, [4, 2047, 1, 3, 6], 128)])
 def test_runs_of_rotation_layers_match_the_cpu(rng, blocks, copies, shifts, row_threads):

@@ -91,12 +91,16 @@ RUN_THREADS = 256
 """Threads of a run kernel block (more where one row takes more)."""
 RUN_ROW_THREADS = 256
 """Threads that carry one row of a run at most (4 outputs each at a time)."""
-RUN_QUADS = 4
-"""Quads of outputs a thread of the run kernel computes per layer, where rows allow."""
+RUN_QUADS = 2
+"""Quads of outputs a thread of the run kernel computes per layer, where rows allow: at
+4096 a warp a row, the run launch 131-133 -> 103-108 us against 4 quads and 16 threads a
+row (run-quads2-ab-2026-12-03-*); at 1024 45-47 us with 4, 8 or 16 threads a row."""
 RUN_WIDE_ROWS = 1024
-"""Rows of at least this many floats take twice RUN_QUADS a thread, registers for
-RUN_WIDE_OCCUPANCY threads an SM (the 8-quad variant of run-quads8-ab-2026-12-03-*: 3-5%
-faster at 16384 and 65536, slower at 4096)."""
+"""Rows of at least this many floats take RUN_WIDE_QUADS a thread, registers for
+RUN_WIDE_OCCUPANCY threads an SM."""
+RUN_WIDE_QUADS = 8
+"""RUN_QUADS for rows of RUN_WIDE_ROWS floats or more (run-quads8-ab-2026-12-03-*: 3-5%
+faster than 4 at 16384 and 65536)."""
 RUN_OCCUPANCY = 1024
 """Threads an SM that a run kernel's registers are sized for (64 registers a thread; ncu
 found the run launch at 1024 and 4096 at 40-44% occupancy for that: gpu-notes version
@@ -512,7 +516,7 @@ class CudaEngine:
             layouts = [self.layers[index].layout for index in run]
             widest = max(max(layout.inputs, layout.outputs) for layout in layouts)
             wide = widest >= RUN_WIDE_ROWS
-            wanted = widest // (4 * RUN_QUADS * (2 if wide else 1))
+            wanted = widest // (4 * (RUN_WIDE_QUADS if wide else RUN_QUADS))
             row_threads = min(RUN_ROW_THREADS, max(4, 1 << (wanted - 1).bit_length()))
             threads = max(RUN_THREADS, row_threads)
             occupancy = RUN_WIDE_OCCUPANCY if wide else RUN_OCCUPANCY
