@@ -243,6 +243,7 @@ def _compile_draw():
     @njit(parallel=True, cache=True)
     def draw(segments, first, radius, side, indptr, pixels, chunks):
         # with an empty `pixels`, count each image's pixels into indptr[1:]; else list them
+        # from indptr (the counts summed). A count reads nothing another chunk writes.
         images = radius.size
         for chunk in prange(chunks):
             canvas = np.zeros((side, side), np.bool_)
@@ -270,7 +271,7 @@ def _compile_draw():
                     low_c, high_c = min(low_c, c0), max(high_c, c1)
                     low_r, high_r = min(low_r, r0), max(high_r, r1)
                 # collect and clear; pixel id = column * side + row, the challenge's order
-                position = indptr[image]
+                position = indptr[image] if pixels.size else 0
                 for c in range(low_c, high_c + 1):
                     for r in range(low_r, high_r + 1):
                         if canvas[c, r]:
@@ -279,7 +280,7 @@ def _compile_draw():
                                 pixels[position] = c * side + r
                             position += 1
                 if pixels.size == 0:
-                    indptr[image + 1] = position - indptr[image]
+                    indptr[image + 1] = position
         return indptr
 
     _draw_kernel = draw
