@@ -280,6 +280,17 @@ def test_runs_over_mostly_zero_rows_match_the_cpu(rng, blocks, row_threads):
     assert found.active_rows[-1] < found.active_rows[0]
 
 
+def test_runs_with_a_positive_bias_add_it_to_non_zero_sums_only(rng):
+    # 19-77% of the run's sums are zero (two zero inputs); with a positive bias they must
+    # stay zero, so run.cu tests each sum (with a negative bias it need not: a zero sum
+    # then activates to 0 by itself)
+    network = rotation_network(rng, [5, 9, 3, 17, 6], blocks=64, copies=1, weight=0.5, bias=0.25)
+    features = random_features(rng, 2000, network.neurons, density=0.05)
+    engine = CudaEngine()
+    assert_same(network, features, engine)
+    assert engine.kernel_kind(1) == "run" and engine._run_shapes[1][1][1] == 8
+
+
 @pytest.mark.parametrize("weight,copies", [(2.0, 1), (1.1, 2)])
 def test_runs_over_zero_and_ymax_rows_match_the_cpu(rng, weight, copies):
     # rows of 4096 floats (128 threads a row: run.cu's queue of quads), most inputs 0 or

@@ -546,7 +546,7 @@ class CudaEngine:
             threads, row_threads, widest, pattern, occupancy = settings
             function = kernel("run.cu", "pattern_run", THREADS=threads, ROW_THREADS=row_threads,
                               WIDEST=widest, PATTERN=f'"{pattern}"', MAX_LAYERS=RUN_LAYERS,
-                              OCCUPANCY=occupancy)
+                              OCCUPANCY=occupancy, NEGATIVE_BIAS=int(self.bias < 0))
             shared = run_shared_bytes(threads, row_threads, widest)
             allow_shared(function, shared)
             plan = self._plans[("run", settings)] = (

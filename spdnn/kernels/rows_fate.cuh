@@ -12,10 +12,14 @@
 #include "ieee.cuh"
 #include "warp.cuh"
 
+// The challenge's rule: bias only where the product is non-zero, then ReLU and clamp
+// (computed either way and then chosen: no branch around the PTX of ieee.cuh). A caller
+// that knows the bias is below zero may skip the test (ZERO_TEST false): z = +-0 then
+// gives max(bias, 0) = +0, what the test gives.
+template <bool ZERO_TEST = true>
 __device__ __forceinline__ float activate(float z, float bias, float ymax) {
-    // the challenge's rule: bias only where the product is non-zero, then ReLU and clamp
-    // (computed either way and then chosen: no branch around the PTX of ieee.cuh)
     const float y = min_of(max_of(add_rn(z, bias), 0.0f), ymax);
+    if constexpr (!ZERO_TEST) return y;
     return is_zero(z) ? 0.0f : y;
 }
 

@@ -51,6 +51,9 @@
 #ifndef MAX_LAYERS
 #define MAX_LAYERS 16        // layers of one launch at most
 #endif
+#ifndef NEGATIVE_BIAS
+#define NEGATIVE_BIAS 0      // 1 when the bias is below zero: `activate` needs no zero test
+#endif
 #define GROUPS (THREADS / ROW_THREADS)
 #define SKIP_ZEROS (ROW_THREADS > 32)    // rows of several warps: queue the non-zero quads
 #define QUEUE 64                         // a warp's ring of queued quads: at most 31 + 32
@@ -60,9 +63,6 @@
 #endif
 #if WIDEST % 4 != 0
 #error "WIDEST is a multiple of 4"
-#endif
-#if ROW_THREADS <= 32 && WIDEST >= 32768
-#error "a group of a warp or less sums its two counts in one int: rows below 2^15 floats"
 #endif
 
 struct RunLayer {
@@ -108,10 +108,13 @@ __device__ __forceinline__ void group_sync(int group) {
 }
 
 // Outputs d .. d + 3 of the row in x, each summed in the stored order and activated as
-// pattern.cu does, into next; their non-zero and YMAX outputs added to the counts.
+// pattern.cu does, into next; their bits ORed into `seen` (an output other than +-0
+// leaves one below the sign bit), `below` set where one of them is not YMAX. A row needs
+// no more to know its fate (non-zero somewhere; all YMAX), and counting outputs cost ~6
+// instructions an output.
 __device__ __forceinline__ void pattern_quad(const float* x, int d, const RunLayer& layer,
-                                             float bias, float ymax, float* next, int& nonzero,
-                                             int& saturated) {
+                                             float bias, float ymax, float* next, unsigned& seen,
+                                             bool& below) {
     float in[2][4];
     gather_rotated<false>(x, d, layer.shift, layer.inputs, in);
     float y[4];
@@ -121,9 +124,9 @@ __device__ __forceinline__ void pattern_quad(const float* x, int d, const RunLay
         float acc = product[order(0)];
 #pragma unroll
         for (int k = 1; k < WIDTH; ++k) acc = add_rn(acc, product[order(k)]);
-        y[v] = activate(acc, bias, ymax);
-        nonzero += !is_zero(y[v]);
-        saturated += y[v] == ymax;
+        y[v] = activate<!NEGATIVE_BIAS>(acc, bias, ymax);
+        seen |= __float_as_uint(y[v]);
+        below |= y[v] != ymax;
     }
     *reinterpret_cast<float4*>(next + d) = make_float4(y[0], y[1], y[2], y[3]);
 }
@@ -144,7 +147,7 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
     __shared__ int retire[MAX_LAYERS];       // may layer first + l retire all-YMAX rows
     __shared__ int tally[MAX_LAYERS][4];     // per layer: kept rows, images, retired, images
 #if ROW_THREADS > 32
-    __shared__ int row_counts[GROUPS][2][2];     // non-zero, YMAX outputs by layer parity
+    __shared__ int row_marks[GROUPS][2];         // the row's summed marks by layer parity
 #endif
 #if SKIP_ZEROS
     __shared__ unsigned short queues[THREADS / 32][QUEUE];   // quads queued, by warp
@@ -195,15 +198,13 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
         for (int l = 0; l < depth; ++l) {
             const RunLayer layer = table[l];
 #if ROW_THREADS > 32
-            if (t == 0) {        // nobody reads these since the last layer but one
-                row_counts[group][cur][0] = 0;
-                row_counts[group][cur][1] = 0;
-            }
+            if (t == 0) row_marks[group][cur] = 0;   // unread since the layer before last
 #endif
-            group_sync(group);   // the row is in buffer cur (and the counters are zero)
+            group_sync(group);   // the row is in buffer cur (and its marks are zero)
             const float* x = mine + cur * WIDEST;
             float* next = mine + (cur ^ 1) * WIDEST;
-            int nonzero = 0, saturated = 0;
+            unsigned seen = 0;           // pattern_quad's marks of this thread's outputs
+            bool below = false;
 #if SKIP_ZEROS
             // a quad whose 8 inputs are zeros has 4 zero sums, which activate to 0, where
             // the weight is finite (0 x inf is NaN); the warp queues the other quads and
@@ -223,7 +224,7 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
                     queued = (bits << 1) != 0 || !finite;     // a non-zero input (sign aside)
                     if (!queued) {
                         *reinterpret_cast<float4*>(next + d) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                        saturated += 4 * (0.0f == ymax);
+                        below |= 0.0f != ymax;
                     }
                 }
                 const unsigned ballot = __ballot_sync(FULL_MASK, queued);
@@ -232,7 +233,7 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
                 if (tail - head >= 32) {
                     __syncwarp();        // the queue written
                     pattern_quad(x, queue[(head + threadIdx.x % 32) & (QUEUE - 1)], layer, bias, ymax,
-                                 next, nonzero, saturated);
+                                 next, seen, below);
                     head += 32;
                     __syncwarp();        // the queue read before it is written again
                 }
@@ -240,30 +241,25 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
             __syncwarp();
             if (head + (int)(threadIdx.x % 32) < tail)
                 pattern_quad(x, queue[(head + threadIdx.x % 32) & (QUEUE - 1)], layer, bias, ymax, next,
-                             nonzero, saturated);
+                             seen, below);
 #else
             for (int d = 4 * t; d < layer.outputs; d += 4 * ROW_THREADS)
-                pattern_quad(x, d, layer, bias, ymax, next, nonzero, saturated);
+                pattern_quad(x, d, layer, bias, ymax, next, seen, below);
 #endif
+            // the row's marks in one sum: its threads with a non-zero output (low half), and
+            // with an output not YMAX (high half); at most THREADS each
+            int marks = ((seen << 1) != 0) | below << 16;
 #if ROW_THREADS <= 32
-            // both counts in one sum: each is at most WIDEST < 2^15
-            const int counts = group_sum(nonzero | saturated << 16);
-            nonzero = counts & 0xffff;
-            saturated = counts >> 16;
+            marks = group_sum(marks);
 #else
-            nonzero = warp_sum(nonzero);
-            saturated = warp_sum(saturated);
-            if (t % 32 == 0) {
-                atomicAdd(&row_counts[group][cur][0], nonzero);
-                atomicAdd(&row_counts[group][cur][1], saturated);
-            }
-            group_sync(group);   // the counts and the next row are complete
-            nonzero = row_counts[group][cur][0];
-            saturated = row_counts[group][cur][1];
+            marks = warp_sum(marks);
+            if (t % 32 == 0) atomicAdd(&row_marks[group][cur], marks);
+            group_sync(group);   // the marks and the next row are complete
+            marks = row_marks[group][cur];
 #endif
-            // row_fate's rule, with the row's images read ahead
-            const bool alive = nonzero > 0;
-            const bool retiring = alive && retire[l] && saturated == layer.outputs;
+            // row_fate's rule (non-zero somewhere; all YMAX), with the row's images read ahead
+            const bool alive = (marks & 0xffff) != 0;
+            const bool retiring = alive && retire[l] && (marks >> 16) == 0;
             const bool keep = alive && !retiring;
             if (t == 0) {
                 if (keep) {
