@@ -568,7 +568,8 @@ class CudaEngine:
         """Return (kernel, grid, shared bytes, widest row) of the march kernel."""
         if self._march_plan_cache is None:
             widest, row_threads, shared = self._march_shape
-            function = kernel("march.cu", "march", THREADS=MARCH_THREADS, ROW_THREADS=row_threads)
+            function = kernel("march.cu", "march", THREADS=MARCH_THREADS, ROW_THREADS=row_threads,
+                              MAX_LAYERS=MERGE_INTERVAL)
             allow_shared(function, shared)
             self._march_plan_cache = (function, self._blocks(function, MARCH_THREADS, shared),
                                       shared, widest)
@@ -1048,6 +1049,7 @@ class CudaEngine:
         layer `first` (launched ahead, behind the layers before it, or when it is next)."""
         cp = self.cp
         function, grid, shared, widest = self._march_plan()
+        assert end - first <= MERGE_INTERVAL, "a march ends at the next merge (its MAX_LAYERS)"
         state = batch.state
         slots = state["staged"]
         values, spare, active, spare_active = self._buffers_at(batch, first)

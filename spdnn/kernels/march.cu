@@ -6,11 +6,12 @@
 // it bit for bit. A row stops early when it dies or retires (rows_fate.cuh).
 //
 // Layers are described by MarchLayer records in device memory (layout: cuda.py's
-// MARCH_LAYER dtype). The rows to carry are listed in `slots` (a copy of the active list
-// into layer `first`); the survivors of layer end - 1 go to active_out and their values to
-// y_out. Per layer l, history[4 (l + 1) ...] counts what layer l kept and retired, and
-// report[l] gets layer l's input count once the launch is done. A launch given more than
-// most_rows rows does nothing but report[first] = their count: the host may launch a
+// MARCH_LAYER dtype), which a block copies into shared memory as it starts. The rows to
+// carry are listed in `slots` (a copy of the active list into layer `first`); the
+// survivors of layer end - 1 go to active_out and their values to y_out. Per layer l,
+// history[4 (l + 1) ...] counts what layer l kept and retired, and report[l] gets layer
+// l's input count once the launch is done. A launch given more than most_rows rows does
+// nothing but report[first] = their count: the host may launch a
 // march before it knows the count, then read the report to learn whether it ran.
 //
 // Built at run time by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c`
@@ -23,6 +24,9 @@
 #endif
 #ifndef ROW_THREADS
 #define ROW_THREADS 32       // threads that carry one row
+#endif
+#ifndef MAX_LAYERS
+#define MAX_LAYERS 32        // layers of one launch at most (cuda.py: MERGE_INTERVAL)
 #endif
 #define GROUPS (THREADS / ROW_THREADS)
 
@@ -97,10 +101,19 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
       int* __restrict__ done_blocks, int widest, int most_rows, float bias, float ymax) {
     extern __shared__ float rows[];          // GROUPS x 2 x widest: a row and its next layer
     __shared__ int row_nonzero[GROUPS][2], row_saturated[GROUPS][2];   // by layer parity
+    __shared__ MarchLayer table[MAX_LAYERS];     // layers [first, end)
+    __shared__ int retire[MAX_LAYERS];           // may layer first + i retire all-YMAX rows
 
     const int n = history[4 * first];
     if (report != nullptr && blockIdx.x == 0 && threadIdx.x == 0) report[first] = n;
     if (n > most_rows) return;               // too many rows to march: tiles take them
+    // the records and retire flags in shared memory, so that no layer starts by waiting
+    // for them in global memory (as kernels/run.cu does)
+    for (int i = threadIdx.x; i < end - first; i += THREADS) {
+        table[i] = layers[first + i];
+        retire[i] = retire_layer[first + i];
+    }
+    __syncthreads();
     const int group = threadIdx.x / ROW_THREADS, t = threadIdx.x % ROW_THREADS;
     float* const mine = rows + group * 2 * widest;   // buffer p at mine + p * widest
 
@@ -109,11 +122,11 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
         const int images = multiplicity[slot];
         int cur = 0;
         {
-            const float* in = y_in + (long long)slot * layers[first].inputs;
-            for (int c = t; c < layers[first].inputs; c += ROW_THREADS) mine[c] = in[c];
+            const float* in = y_in + (long long)slot * table[0].inputs;
+            for (int c = t; c < table[0].inputs; c += ROW_THREADS) mine[c] = in[c];
         }
         for (int l = first; l < end; ++l) {
-            const MarchLayer layer = layers[l];
+            const MarchLayer layer = table[l - first];
             if (t == 0) {        // nobody reads these since the last layer but one
                 row_nonzero[group][cur] = 0;
                 row_saturated[group][cur] = 0;
@@ -138,7 +151,7 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
             }
             group_sync(group);   // the counts and the next row are complete
             const Fate fate = row_fate(true, slot, row_nonzero[group][cur], row_saturated[group][cur],
-                                       layer.outputs, retire_layer[l], multiplicity);
+                                       layer.outputs, retire[l - first], multiplicity);
             int* history_out = history + 4 * (l + 1);
             if (t == 0) {
                 if (fate.keep) {
