@@ -57,8 +57,12 @@ def test_random_networks_match_the_cpu(rng, neurons, depth, bias):
 def test_constant_weights_with_equal_columns_match_the_cpu(rng):
     network = generate.radixnet(1024, 24, seed=int(rng.integers(1 << 30)))
     features = generate.features(1024, 500, seed=int(rng.integers(1 << 30)))
-    found = assert_same(network, features, CudaEngine())
+    engine = CudaEngine()
+    found = assert_same(network, features, engine)
     assert found.multiply_adds < challenge.edges(500, network.nonzeros) // 8
+    # the march built for the challenge's shape (march_fixed)
+    assert engine._march_shape[3] == {"FIXED_WIDTH": 32, "FIXED_INDEX_BYTES": 2,
+                                      "FIXED_SHIFT": 5, "CONSTANT_WEIGHTS": 1}
 
 
 def kinds(engine: CudaEngine, depth: int) -> list[str]:
@@ -369,6 +373,20 @@ def test_marched_layers_match_the_cpu_for_any_weights(rng, per_column):
     engine = CudaEngine(tile_bytes=512)
     assert_same(network, features, engine)
     assert engine.march_from == 1            # every layer after the first marches
+
+
+@pytest.mark.parametrize("tile_bytes,shift", [(512, 0), (None, 5)])
+def test_marched_layers_of_one_width_match_the_cpu(rng, tile_bytes, shift):
+    # 16 entries in every column of every layer: the march is built with the width, the
+    # index size and the shift fixed (march_fixed), on raw columns and on tile offsets;
+    # the weights still vary (RadiX-Net's constant ones: the test above)
+    network = random_network(rng, 251, 7, -0.5, per_column=(16, 17))
+    features = random_features(rng, 500, 251)
+    engine = CudaEngine() if tile_bytes is None else CudaEngine(tile_bytes=tile_bytes)
+    found = assert_same(network, features, engine)
+    assert engine.march_from == 1 and found.active_rows[-1] > 0
+    assert engine._march_shape[3] == {"FIXED_WIDTH": 16, "FIXED_INDEX_BYTES": 2,
+                                      "FIXED_SHIFT": shift}
 
 
 def test_a_march_launched_on_too_many_rows_leaves_them_to_the_tiles(rng, monkeypatch):

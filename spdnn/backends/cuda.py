@@ -204,6 +204,23 @@ def allow_shared(function, shared: int) -> None:
         function.max_dynamic_shared_size_bytes = shared
 
 
+def march_fixed(layers: list) -> dict[str, int]:
+    """Return the march kernel's settings for what all of `layers` (DeviceLayer) share:
+    FIXED_WIDTH (entries a column, equal to the stride), FIXED_INDEX_BYTES, FIXED_SHIFT (a
+    tile's rows, log 2) and CONSTANT_WEIGHTS (no layer has values); each left out where
+    two layers differ, so the kernel reads it from each layer's record."""
+    def shared(values) -> int | None:
+        found = set(values)
+        return found.pop() if len(found) == 1 else None
+
+    fixed = {"FIXED_WIDTH": shared(layer.layout.width if layer.layout.width == layer.layout.stride
+                                   else -1 for layer in layers),
+             "FIXED_INDEX_BYTES": shared(layer.layout.index.dtype.itemsize for layer in layers),
+             "FIXED_SHIFT": shared(layer.rows.bit_length() - 1 for layer in layers),
+             "CONSTANT_WEIGHTS": 1 if all(layer.layout.values is None for layer in layers) else None}
+    return {name: value for name, value in fixed.items() if value is not None and value >= 0}
+
+
 def power_of_two(value: float) -> bool:
     """Return whether float32 `value` is +-2^k, a normal number (products with it are exact)."""
     value = np.float32(value)
@@ -494,7 +511,8 @@ class CudaEngine:
         if shared > self.shared_per_block or widest > MARCH_WIDEST:
             self.march_from = None
             return
-        self._march_shape = (widest, row_threads, shared)
+        self._march_shape = (widest, row_threads, shared,
+                             march_fixed(self.layers[self.march_from:]))
         table = np.zeros(len(self.layers), MARCH_LAYER)
         for index, layer in enumerate(self.layers):
             if layer.resident:
@@ -567,9 +585,9 @@ class CudaEngine:
     def _march_plan(self) -> tuple:
         """Return (kernel, grid, shared bytes, widest row) of the march kernel."""
         if self._march_plan_cache is None:
-            widest, row_threads, shared = self._march_shape
+            widest, row_threads, shared, fixed = self._march_shape
             function = kernel("march.cu", "march", THREADS=MARCH_THREADS, ROW_THREADS=row_threads,
-                              MAX_LAYERS=MERGE_INTERVAL)
+                              MAX_LAYERS=MERGE_INTERVAL, **fixed)
             allow_shared(function, shared)
             self._march_plan_cache = (function, self._blocks(function, MARCH_THREADS, shared),
                                       shared, widest)

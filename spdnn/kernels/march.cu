@@ -28,6 +28,21 @@
 #ifndef MAX_LAYERS
 #define MAX_LAYERS 32        // layers of one launch at most (cuda.py: MERGE_INTERVAL)
 #endif
+// What every layer of the march shares, when cuda.py finds it shared (the challenge's
+// weights: 32 entries a column, 2-byte indices, one weight a layer): fixed here, the
+// column sums lose a runtime test per entry. 0 (or -1 for the shift): read each record.
+#ifndef FIXED_WIDTH
+#define FIXED_WIDTH 0        // entries a column, equal to the stride, in every layer
+#endif
+#ifndef FIXED_INDEX_BYTES
+#define FIXED_INDEX_BYTES 0  // 2 or 4 in every layer
+#endif
+#ifndef FIXED_SHIFT
+#define FIXED_SHIFT -1       // input column = index >> FIXED_SHIFT in every layer
+#endif
+#ifndef CONSTANT_WEIGHTS
+#define CONSTANT_WEIGHTS 0   // 1: no layer has values, each its one `weight`
+#endif
 #define GROUPS (THREADS / ROW_THREADS)
 
 struct MarchLayer {
@@ -49,19 +64,20 @@ __device__ __forceinline__ void group_sync(int group) {
 }
 
 // acc plus the products of the stored entries k0 .. k0 + 16 / sizeof(Index) - 1 (those below
-// the layer's width) whose indices are packed in `packed`, in order.
+// `width`) whose indices are packed in `packed`, in order.
 template <typename Index>
-__device__ __forceinline__ float add_entries(const uint4& packed, int k0, const MarchLayer& layer,
-                                             const float* values, const float* x, float acc) {
+__device__ __forceinline__ float add_entries(const uint4& packed, int k0, int width, int shift,
+                                             const float* values, float weight, const float* x,
+                                             float acc) {
     constexpr int PER_LOAD = 16 / sizeof(Index);
     const unsigned int words[4] = {packed.x, packed.y, packed.z, packed.w};
 #pragma unroll
     for (int j = 0; j < PER_LOAD; ++j) {
-        if (k0 + j >= layer.width) break;
+        if (k0 + j >= width) break;
         const unsigned int entry = sizeof(Index) == 2
             ? (words[j / 2] >> ((j & 1) * 16)) & 0xffffu : words[j];
-        const float w = values != nullptr ? __ldg(values + k0 + j) : layer.weight;
-        acc = add_rn(acc, mul_rn(x[entry >> layer.shift], w));
+        const float w = !CONSTANT_WEIGHTS && values != nullptr ? __ldg(values + k0 + j) : weight;
+        acc = add_rn(acc, mul_rn(x[entry >> shift], w));
     }
     return acc;
 }
@@ -74,23 +90,34 @@ template <typename Index>
 __device__ __forceinline__ float column_sum(const MarchLayer& layer, int d, const float* x) {
     constexpr int PER_LOAD = 16 / sizeof(Index);
     constexpr int AT_ONCE = 4;
-    const long long base = (long long)d * layer.stride;
+    const int width = FIXED_WIDTH > 0 ? FIXED_WIDTH : layer.width;
+    const int shift = FIXED_SHIFT >= 0 ? FIXED_SHIFT : layer.shift;
+    const long long base = (long long)d * (FIXED_WIDTH > 0 ? FIXED_WIDTH : layer.stride);
     const uint4* index = reinterpret_cast<const uint4*>(reinterpret_cast<const Index*>(layer.index) + base);
-    const float* values = layer.values ? reinterpret_cast<const float*>(layer.values) + base : nullptr;
+    const float* values = !CONSTANT_WEIGHTS && layer.values
+        ? reinterpret_cast<const float*>(layer.values) + base : nullptr;
     float acc = 0.0f;
-    if (layer.width <= AT_ONCE * PER_LOAD) {
+    if (width <= AT_ONCE * PER_LOAD) {
         uint4 packed[AT_ONCE] = {};
 #pragma unroll
         for (int c = 0; c < AT_ONCE; ++c)
-            if (c * PER_LOAD < layer.width) packed[c] = __ldg(index + c);
+            if (c * PER_LOAD < width) packed[c] = __ldg(index + c);
 #pragma unroll
         for (int c = 0; c < AT_ONCE; ++c)
-            acc = add_entries<Index>(packed[c], c * PER_LOAD, layer, values, x, acc);
-        return acc;
+            acc = add_entries<Index>(packed[c], c * PER_LOAD, width, shift, values, layer.weight, x, acc);
+    } else {
+        for (int k0 = 0; k0 < width; k0 += PER_LOAD)
+            acc = add_entries<Index>(__ldg(index + k0 / PER_LOAD), k0, width, shift, values,
+                                     layer.weight, x, acc);
     }
-    for (int k0 = 0; k0 < layer.width; k0 += PER_LOAD)
-        acc = add_entries<Index>(__ldg(index + k0 / PER_LOAD), k0, layer, values, x, acc);
     return acc;
+}
+
+// column_sum with the index width of `layer` (fixed when every layer shares it)
+__device__ __forceinline__ float output_sum(const MarchLayer& layer, int d, const float* x) {
+    if (FIXED_INDEX_BYTES == 2 || (FIXED_INDEX_BYTES == 0 && layer.index_bytes == 2))
+        return column_sum<unsigned short>(layer, d, x);
+    return column_sum<unsigned int>(layer, d, x);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
@@ -136,9 +163,7 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
             float* next = mine + (cur ^ 1) * widest;
             int nonzero = 0, saturated = 0;
             for (int d = t; d < layer.outputs; d += ROW_THREADS) {
-                const float acc = layer.index_bytes == 2 ? column_sum<unsigned short>(layer, d, x)
-                                                         : column_sum<unsigned int>(layer, d, x);
-                const float y = activate(acc, bias, ymax);
+                const float y = activate(output_sum(layer, d, x), bias, ymax);
                 next[d] = y;
                 nonzero += !is_zero(y);
                 saturated += y == ymax;
