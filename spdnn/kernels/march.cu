@@ -11,8 +11,8 @@
 // survivors of layer end - 1 go to active_out and their values to y_out. Per layer l,
 // history[4 (l + 1) ...] counts what layer l kept and retired, and report[l] gets layer
 // l's input count once the launch is done. A launch given more than most_rows rows does
-// nothing but report[first] = their count: the host may launch a
-// march before it knows the count, then read the report to learn whether it ran.
+// nothing but report[first] = their count: the host may launch a march before it knows
+// the count, then read the report to learn whether it ran.
 //
 // Built at run time by CuPy (NVRTC) with -D options; the defaults below let `nvcc -c`
 // compile this file standalone.
