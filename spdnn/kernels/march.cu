@@ -43,6 +43,9 @@
 #ifndef CONSTANT_WEIGHTS
 #define CONSTANT_WEIGHTS 0   // 1: no layer has values, each its one `weight`
 #endif
+#ifndef OCCUPANCY
+#define OCCUPANCY 1280       // threads an SM that ptxas plans registers for (48 at 5 x 256)
+#endif
 #define GROUPS (THREADS / ROW_THREADS)
 
 struct MarchLayer {
@@ -120,7 +123,11 @@ __device__ __forceinline__ float output_sum(const MarchLayer& layer, int d, cons
     return column_sum<unsigned int>(layer, d, x);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS)
+// Without a number of blocks, ptxas gave the fixed build 40 registers and read each input
+// from the row just before its multiply (4-5 instructions ahead, a median over the sums);
+// planned for OCCUPANCY threads it takes 48 and reads them ~18 ahead, and 5 blocks of 256
+// still give a group to each of the ~4600 rows that march at N = 1024.
+extern "C" __global__ void __launch_bounds__(THREADS, OCCUPANCY / THREADS)
 march(const MarchLayer* __restrict__ layers, int first, int end, const float* __restrict__ y_in,
       float* __restrict__ y_out, const int* __restrict__ slots, int* __restrict__ active_out,
       int* __restrict__ history, int* __restrict__ report, const int* __restrict__ multiplicity,
