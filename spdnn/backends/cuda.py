@@ -786,12 +786,14 @@ class CudaEngine:
         return self._weight_args(layer, self.cp.asarray(layer.index), values)
 
     def _blocks(self, function, threads: int, shared: int) -> int:
-        """Return a persistent grid: as many blocks as fit on the device at once."""
-        by_shared = self.shared_per_multiprocessor // (shared + function.shared_size_bytes + 1024)
-        registers = -(-max(1, function.num_regs) * 32 // 256) * 256 * (threads // 32)
-        by_registers = 65536 // registers
-        per_multiprocessor = max(1, min(2048 // threads, by_shared, by_registers, 32))
-        return per_multiprocessor * self.multiprocessors
+        """Return a persistent grid: as many blocks as fit on the device at once, as the
+        driver counts them. (A count from registers and shared memory alone missed the
+        named barriers: at N = 4096 the march's 16 barriers an SM hold 4 of its blocks, not
+        the 5 its registers allow, and a fifth of the grid waited for a second wave;
+        bench/results/ncu-2026-12-03-n4096-march-40be9b4.txt.)"""
+        driver = self.cp.cuda.driver
+        fit = driver.occupancyMaxActiveBlocksPerMultiprocessor(function.ptr, threads, shared)
+        return max(1, fit) * self.multiprocessors
 
     # ------------------------------------------------------------------ features and batches
 
