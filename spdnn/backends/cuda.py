@@ -792,7 +792,7 @@ class CudaEngine:
         the 5 its registers allow, and a fifth of the grid waited for a second wave;
         bench/results/ncu-2026-12-03-n4096-march-40be9b4.txt.)"""
         driver = self.cp.cuda.driver
-        fit = driver.occupancyMaxActiveBlocksPerMultiprocessor(function.ptr, threads, shared)
+        fit = driver.occupancyMaxActiveBlocksPerMultiprocessor(function.kernel.ptr, threads, shared)
         return max(1, fit) * self.multiprocessors
 
     # ------------------------------------------------------------------ features and batches
