@@ -62,7 +62,7 @@ def test_constant_weights_with_equal_columns_match_the_cpu(rng):
     assert found.multiply_adds < challenge.edges(500, network.nonzeros) // 8
     # the march built for the challenge's shape (march_fixed)
     assert engine._march_shape[3] == {"FIXED_WIDTH": 32, "FIXED_INDEX_BYTES": 2,
-                                      "FIXED_SHIFT": 5, "CONSTANT_WEIGHTS": 1}
+                                      "FIXED_SHIFT": 5, "CONSTANT_WEIGHTS": 1, "CHUNK_MAJOR": 1}
 
 
 def kinds(engine: CudaEngine, depth: int) -> list[str]:
@@ -379,14 +379,15 @@ def test_marched_layers_match_the_cpu_for_any_weights(rng, per_column):
 def test_marched_layers_of_one_width_match_the_cpu(rng, tile_bytes, shift):
     # 16 entries in every column of every layer: the march is built with the width, the
     # index size and the shift fixed (march_fixed), on raw columns and on tile offsets;
-    # the weights still vary (RadiX-Net's constant ones: the test above)
+    # the weights still vary (RadiX-Net's constant ones: the test above); the indices are
+    # read from chunk-major copies (two 16-byte chunks a column)
     network = random_network(rng, 251, 7, -0.5, per_column=(16, 17))
     features = random_features(rng, 500, 251)
     engine = CudaEngine() if tile_bytes is None else CudaEngine(tile_bytes=tile_bytes)
     found = assert_same(network, features, engine)
     assert engine.march_from == 1 and found.active_rows[-1] > 0
     assert engine._march_shape[3] == {"FIXED_WIDTH": 16, "FIXED_INDEX_BYTES": 2,
-                                      "FIXED_SHIFT": shift}
+                                      "FIXED_SHIFT": shift, "CHUNK_MAJOR": 1}
 
 
 def test_a_march_launched_on_too_many_rows_leaves_them_to_the_tiles(rng, monkeypatch):

@@ -243,3 +243,20 @@ def test_official_first_layer_fanout_is_circulant(official):
     weights = tsv.read_weights(official / "neuron1024" / "n1024-l1.tsv.gz", 1024)
     layout = next(layer_layouts(Network(1024, [weights], -0.3), 1 << 15))
     assert layout.circulant and layout.outputs == 64
+
+
+@pytest.mark.parametrize("dtype,entries", [(np.uint16, 32), (np.uint16, 16), (np.uint32, 16)])
+def test_chunk_major_puts_each_chunk_of_every_column_side_by_side(rng, dtype, entries):
+    # the march's copy of a layer's indices (kernels/march.cu, CHUNK_MAJOR): uint4 number
+    # c * columns + d holds entries of column d from c * (16 / itemsize) on, in order
+    from spdnn.backends.cuda import chunk_major
+
+    columns = 37
+    index = rng.integers(0, 1 << 15, size=(columns, entries)).astype(dtype)
+    copy = chunk_major(index)
+    per_chunk = 16 // index.itemsize
+    chunks = copy.reshape(-1, per_chunk)
+    assert chunks.shape[0] == columns * entries // per_chunk
+    for d in rng.integers(0, columns, size=10):
+        for c in range(entries // per_chunk):
+            assert np.array_equal(chunks[c * columns + d], index[d, c * per_chunk:(c + 1) * per_chunk])

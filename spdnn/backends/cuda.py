@@ -208,7 +208,9 @@ def march_fixed(layers: list) -> dict[str, int]:
     """Return the march kernel's settings for what all of `layers` (DeviceLayer) share:
     FIXED_WIDTH (entries a column, equal to the stride), FIXED_INDEX_BYTES, FIXED_SHIFT (a
     tile's rows, log 2) and CONSTANT_WEIGHTS (no layer has values); each left out where
-    two layers differ, so the kernel reads it from each layer's record."""
+    two layers differ, so the kernel reads it from each layer's record. CHUNK_MAJOR where
+    a fixed column is whole 16-byte chunks, at most 4: the records then point to
+    `chunk_major` copies of the indices."""
     def shared(values) -> int | None:
         found = set(values)
         return found.pop() if len(found) == 1 else None
@@ -218,7 +220,19 @@ def march_fixed(layers: list) -> dict[str, int]:
              "FIXED_INDEX_BYTES": shared(layer.layout.index.dtype.itemsize for layer in layers),
              "FIXED_SHIFT": shared(layer.rows.bit_length() - 1 for layer in layers),
              "CONSTANT_WEIGHTS": 1 if all(layer.layout.values is None for layer in layers) else None}
-    return {name: value for name, value in fixed.items() if value is not None and value >= 0}
+    fixed = {name: value for name, value in fixed.items() if value is not None and value >= 0}
+    column_bytes = fixed.get("FIXED_WIDTH", 0) * fixed.get("FIXED_INDEX_BYTES", 0)
+    if column_bytes and column_bytes % 16 == 0 and column_bytes <= 64:
+        fixed["CHUNK_MAJOR"] = 1
+    return fixed
+
+
+def chunk_major(index):
+    """Return a copy of `index` (columns x entries, cupy) with its 16-byte chunk c of every
+    column side by side, then chunk c + 1 (kernels/march.cu, CHUNK_MAJOR)."""
+    per_chunk = 16 // index.dtype.itemsize
+    columns = index.shape[0]
+    return index.reshape(columns, -1, per_chunk).transpose(1, 0, 2).copy()
 
 
 def power_of_two(value: float) -> bool:
@@ -500,6 +514,7 @@ class CudaEngine:
         does not take) and, where the layers from there are narrow enough, describe every
         resident layer for the march kernel."""
         self._march_plan_cache = None
+        self._march_indexes = []      # chunk-major copies, kept while the table points to them
         self.march_from = next((i for i in range(1, len(self.layers))
                                 if not self._pattern_layer(i)), None)
         if self.march_from is None:
@@ -511,13 +526,17 @@ class CudaEngine:
         if shared > self.shared_per_block or widest > MARCH_WIDEST:
             self.march_from = None
             return
-        self._march_shape = (widest, row_threads, shared,
-                             march_fixed(self.layers[self.march_from:]))
+        fixed = march_fixed(self.layers[self.march_from:])
+        self._march_shape = (widest, row_threads, shared, fixed)
         table = np.zeros(len(self.layers), MARCH_LAYER)
         for index, layer in enumerate(self.layers):
             if layer.resident:
                 layout = layer.layout
-                table[index] = (layer.index.data.ptr,
+                marched = layer.index
+                if fixed.get("CHUNK_MAJOR") and index >= self.march_from:
+                    marched = chunk_major(layer.index)
+                    self._march_indexes.append(marched)
+                table[index] = (marched.data.ptr,
                                 layer.values.data.ptr if layer.values is not None else 0,
                                 layout.inputs, layout.outputs, layout.width, layout.stride,
                                 layer.rows.bit_length() - 1, layout.index.dtype.itemsize,

@@ -43,6 +43,16 @@
 #ifndef CONSTANT_WEIGHTS
 #define CONSTANT_WEIGHTS 0   // 1: no layer has values, each its one `weight`
 #endif
+// 1: each record's `index` is cuda.py's chunk-major copy (16-byte chunk c of every column
+// side by side, then chunk c + 1), so that a warp's load of chunk c of its 32 columns reads
+// 512 contiguous bytes instead of 16 bytes every 64 (half of each sector unused, 16 lines
+// a load). Only with a fixed width of at most 64 bytes a column.
+#ifndef CHUNK_MAJOR
+#define CHUNK_MAJOR 0
+#endif
+#if CHUNK_MAJOR && (FIXED_WIDTH <= 0 || FIXED_INDEX_BYTES <= 0 || FIXED_WIDTH * FIXED_INDEX_BYTES > 64)
+#error "CHUNK_MAJOR needs a fixed width of at most 64 bytes a column"
+#endif
 #ifndef OCCUPANCY
 #define OCCUPANCY 1280       // threads an SM that ptxas plans registers for (48 at 5 x 256)
 #endif
@@ -96,7 +106,10 @@ __device__ __forceinline__ float column_sum(const MarchLayer& layer, int d, cons
     const int width = FIXED_WIDTH > 0 ? FIXED_WIDTH : layer.width;
     const int shift = FIXED_SHIFT >= 0 ? FIXED_SHIFT : layer.shift;
     const long long base = (long long)d * (FIXED_WIDTH > 0 ? FIXED_WIDTH : layer.stride);
-    const uint4* index = reinterpret_cast<const uint4*>(reinterpret_cast<const Index*>(layer.index) + base);
+    const uint4* index = CHUNK_MAJOR
+        ? reinterpret_cast<const uint4*>(layer.index) + d
+        : reinterpret_cast<const uint4*>(reinterpret_cast<const Index*>(layer.index) + base);
+    const int step = CHUNK_MAJOR ? layer.outputs : 1;     // uint4s from a chunk to the next
     const float* values = !CONSTANT_WEIGHTS && layer.values
         ? reinterpret_cast<const float*>(layer.values) + base : nullptr;
     float acc = 0.0f;
@@ -104,7 +117,7 @@ __device__ __forceinline__ float column_sum(const MarchLayer& layer, int d, cons
         uint4 packed[AT_ONCE] = {};
 #pragma unroll
         for (int c = 0; c < AT_ONCE; ++c)
-            if (c * PER_LOAD < width) packed[c] = __ldg(index + c);
+            if (c * PER_LOAD < width) packed[c] = __ldg(index + c * step);
 #pragma unroll
         for (int c = 0; c < AT_ONCE; ++c)
             acc = add_entries<Index>(packed[c], c * PER_LOAD, width, shift, values, layer.weight, x, acc);
