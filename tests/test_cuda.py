@@ -54,15 +54,21 @@ def test_random_networks_match_the_cpu(rng, neurons, depth, bias):
     assert_same(network, random_features(rng, 300, neurons), CudaEngine())
 
 
-def test_constant_weights_with_equal_columns_match_the_cpu(rng):
-    network = generate.radixnet(1024, 24, seed=int(rng.integers(1 << 30)))
-    features = generate.features(1024, 500, seed=int(rng.integers(1 << 30)))
+@pytest.mark.parametrize("neurons", [1024, 4096])
+def test_constant_weights_with_equal_columns_match_the_cpu(rng, neurons):
+    network = generate.radixnet(neurons, 24, seed=int(rng.integers(1 << 30)))
+    features = generate.features(neurons, 500, seed=int(rng.integers(1 << 30)))
     engine = CudaEngine()
     found = assert_same(network, features, engine)
     assert found.multiply_adds < challenge.edges(500, network.nonzeros) // 8
-    # the march built for the challenge's shape (march_fixed)
-    assert engine._march_shape[3] == {"FIXED_WIDTH": 32, "FIXED_INDEX_BYTES": 2,
-                                      "FIXED_SHIFT": 5, "CONSTANT_WEIGHTS": 1, "CHUNK_MAJOR": 1}
+    # the march built for the challenge's shape (march_fixed); at 4096 (256 distinct
+    # columns) with two copies of each row, the indices then float offsets (shift 0)
+    shape = {"FIXED_WIDTH": 32, "FIXED_INDEX_BYTES": 2, "FIXED_SHIFT": 5,
+             "CONSTANT_WEIGHTS": 1, "CHUNK_MAJOR": 1}
+    if neurons == 4096:
+        shape.update(FIXED_SHIFT=0, COPY_STRIDE=256)
+    assert engine._march_shape[3] == shape
+    assert found.active_rows[engine.march_from] > 0
 
 
 def kinds(engine: CudaEngine, depth: int) -> list[str]:
@@ -375,19 +381,20 @@ def test_marched_layers_match_the_cpu_for_any_weights(rng, per_column):
     assert engine.march_from == 1            # every layer after the first marches
 
 
-@pytest.mark.parametrize("tile_bytes,shift", [(512, 0), (None, 5)])
-def test_marched_layers_of_one_width_match_the_cpu(rng, tile_bytes, shift):
+@pytest.mark.parametrize("tile_bytes", [512, None])
+def test_marched_layers_of_one_width_match_the_cpu(rng, tile_bytes):
     # 16 entries in every column of every layer: the march is built with the width, the
     # index size and the shift fixed (march_fixed), on raw columns and on tile offsets;
     # the weights still vary (RadiX-Net's constant ones: the test above); the indices are
-    # read from chunk-major copies (two 16-byte chunks a column)
+    # read from chunk-major copies (two 16-byte chunks a column), as float offsets into two
+    # copies of each row (251 columns: a last read of fewer lanes)
     network = random_network(rng, 251, 7, -0.5, per_column=(16, 17))
     features = random_features(rng, 500, 251)
     engine = CudaEngine() if tile_bytes is None else CudaEngine(tile_bytes=tile_bytes)
     found = assert_same(network, features, engine)
     assert engine.march_from == 1 and found.active_rows[-1] > 0
     assert engine._march_shape[3] == {"FIXED_WIDTH": 16, "FIXED_INDEX_BYTES": 2,
-                                      "FIXED_SHIFT": shift, "CHUNK_MAJOR": 1}
+                                      "FIXED_SHIFT": 0, "CHUNK_MAJOR": 1, "COPY_STRIDE": 256}
 
 
 def test_a_march_launched_on_too_many_rows_leaves_them_to_the_tiles(rng, monkeypatch):

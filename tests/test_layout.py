@@ -26,8 +26,10 @@ from spdnn.backends.layout import (
     distinct_columns,
     input_fanout,
     layer_layouts,
+    march_words,
     rotation_runs,
     rotation_shift,
+    second_copy,
     shared_pattern,
     tile_offsets,
     tile_rows,
@@ -260,3 +262,40 @@ def test_chunk_major_puts_each_chunk_of_every_column_side_by_side(rng, dtype, en
     for d in rng.integers(0, columns, size=10):
         for c in range(entries // per_chunk):
             assert np.array_equal(chunks[c * columns + d], index[d, c * per_chunk:(c + 1) * per_chunk])
+
+
+def test_second_copy_turns_each_line_of_a_row_within_itself():
+    for stride in (64, 256):
+        places = second_copy(np.arange(stride), stride)
+        assert sorted(places.tolist()) == list(range(stride, 2 * stride))
+        assert np.array_equal(places // 32, np.arange(stride) // 32 + stride // 32)
+
+
+def test_march_words_read_each_input_from_one_copy_with_fewer_bank_conflicts(rng):
+    # the two-copy march (kernels/march.cu, COPY_STRIDE): every offset is input i in the
+    # first copy or in the second, lanes of one read that read one input read one word, and
+    # on RadiX-Net at 4096 (256 distinct columns) a read needs fewer wavefronts
+    seed = int(rng.integers(1 << 30))
+    print("radixnet seed", seed)
+    network = generate.radixnet(4096, 14, seed=seed)
+    layout = list(layer_layouts(network, 1 << 15))[12]
+    inputs = layout.index.astype(np.int64) >> 5          # tile offsets of 32-row tiles
+    assert inputs.max() < 256 and layout.outputs == 256
+    words, = march_words([inputs], 256)
+    assert np.all((words == inputs) | (words == second_copy(inputs, 256)))
+
+    def wavefronts(offsets):
+        reads = offsets.reshape(-1, 32, offsets.shape[1]).transpose(0, 2, 1).reshape(-1, 32)
+        return np.mean([np.bincount(np.unique(read) & 31, minlength=32).max() for read in reads])
+
+    for read, words_read in zip(inputs.reshape(-1, 32, 32).transpose(0, 2, 1).reshape(-1, 32),
+                                words.reshape(-1, 32, 32).transpose(0, 2, 1).reshape(-1, 32)):
+        for value in np.unique(read):
+            assert len(set(words_read[read == value].tolist())) == 1
+    before, after = wavefronts(inputs), wavefronts(words)
+    print(f"wavefronts a read: {before:.2f} -> {after:.2f}")
+    assert before > 2.8 and after < 2.3
+    # several layers at once, one of columns not a multiple of 32: each as if alone
+    ragged, again = march_words([inputs[:251], inputs], 256)
+    assert np.all((ragged == inputs[:251]) | (ragged == second_copy(inputs[:251], 256)))
+    assert np.array_equal(again, words)

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 
 from ..challenge import YMAX
 from ..network import VALUE_DTYPE, Network
-from .layout import LayerLayout, layer_layouts, rotation_runs, tile_rows
+from .layout import LayerLayout, layer_layouts, march_words, rotation_runs, tile_rows
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 
@@ -77,6 +77,10 @@ A row marches alone, so its time is one chain of dependent sums per layer. On an
 (bench/results/march-2026-12-02-*): 4096 (256 distinct) 1.29 -> about 1.0 ms with
 marching; 16384 (1024 distinct) 1.82 ms without, 2.0-2.3 with; 65536 (4096) 5.3 ms
 without, 6.0 with."""
+MARCH_COPIES_FROM = 128
+"""Rows at least this wide march with two copies in shared memory (kernels/march.cu,
+COPY_STRIDE), each read taking the copy that spreads a warp's words over more banks: at
+N = 4096 (256 distinct columns) 3.1 -> 2.1 wavefronts a read; at 1024 (64) 2.0 either way."""
 MARCH_LAYER = np.dtype([("index", "<u8"), ("values", "<u8"), ("inputs", "<i4"),
                         ("outputs", "<i4"), ("width", "<i4"), ("stride", "<i4"),
                         ("shift", "<i4"), ("index_bytes", "<i4"), ("weight", "<f4"),
@@ -522,19 +526,34 @@ class CudaEngine:
         widest = max(max(layer.inputs, layer.outputs) for layer in self.layers[self.march_from:])
         wanted = -(-widest // MARCH_OUTPUTS_PER_THREAD)
         row_threads = min(MARCH_THREADS, max(32, 1 << (wanted - 1).bit_length()))
-        shared = MARCH_THREADS // row_threads * 2 * widest * 4
+        fixed = march_fixed(self.layers[self.march_from:])
+        buffer = widest
+        if fixed.get("CHUNK_MAJOR") and widest >= MARCH_COPIES_FROM:
+            fixed.update(COPY_STRIDE=-(-widest // 32) * 32, FIXED_SHIFT=0)
+            buffer = 2 * fixed["COPY_STRIDE"]
+        shared = MARCH_THREADS // row_threads * 2 * buffer * 4
         if shared > self.shared_per_block or widest > MARCH_WIDEST:
             self.march_from = None
             return
-        fixed = march_fixed(self.layers[self.march_from:])
         self._march_shape = (widest, row_threads, shared, fixed)
         table = np.zeros(len(self.layers), MARCH_LAYER)
+        marching = {index for index in range(self.march_from, len(self.layers))
+                    if self.layers[index].resident and fixed.get("CHUNK_MAJOR")}
+        words = {}
+        if marching and "COPY_STRIDE" in fixed:    # float offsets, in one copy or the other
+            order = sorted(marching)
+            words = dict(zip(order, march_words(
+                [self.layers[index].layout.index >> (self.layers[index].rows.bit_length() - 1)
+                 for index in order],
+                fixed["COPY_STRIDE"])))
         for index, layer in enumerate(self.layers):
             if layer.resident:
                 layout = layer.layout
                 marched = layer.index
-                if fixed.get("CHUNK_MAJOR") and index >= self.march_from:
-                    marched = chunk_major(layer.index)
+                if index in words:
+                    marched = self.cp.asarray(words.pop(index).astype(layout.index.dtype))
+                if index in marching:
+                    marched = chunk_major(marched)
                     self._march_indexes.append(marched)
                 table[index] = (marched.data.ptr,
                                 layer.values.data.ptr if layer.values is not None else 0,

@@ -155,11 +155,66 @@ def _numba():
                 index[d, k] = index[d, count - 1] if count > 0 else 0
         return index, weights, ok
 
-    _kernels = column_hashes, gather_columns
+    @njit(nogil=True, cache=True)
+    def copy_choices(inputs, stride):
+        # march_words over `inputs` (columns x entries, -1 for no column), reads of 32
+        words = np.zeros_like(inputs)
+        loads = np.zeros(32, np.int64)
+        read_of = np.full(stride, -1, np.int64)     # the last read that took each input
+        lane_of = np.zeros(stride, np.int64)        # and the lane that took it first
+        read = 0
+        for block in range(0, inputs.shape[0], 32):
+            for k in range(inputs.shape[1]):
+                loads[:] = 0
+                read += 1
+                for lane in range(block, block + 32):
+                    word = inputs[lane, k]
+                    if word < 0:
+                        continue
+                    if read_of[word] == read:
+                        words[lane, k] = words[lane_of[word], k]
+                        continue
+                    read_of[word] = read
+                    lane_of[word] = lane
+                    second = stride + (word & ~31) + ((word * 13 + (word >> 5) * 7) & 31)
+                    pick = second if loads[second & 31] < loads[word & 31] else word
+                    words[lane, k] = pick
+                    loads[pick & 31] += 1
+        return words
+
+    _kernels = column_hashes, gather_columns, copy_choices
     return _kernels
 
 
 _kernels = None
+
+
+def second_copy(words: np.ndarray, stride: int) -> np.ndarray:
+    """Return where `words` of a row sit in its second copy (kernels/march.cu's second_copy):
+    from `stride` on, each 32-word line turned within itself."""
+    words = np.asarray(words, np.int64)
+    return stride + (words & ~31) + ((words * 13 + (words >> 5) * 7) & 31)
+
+
+def march_words(layers: list[np.ndarray], stride: int) -> list[np.ndarray]:
+    """Return, for each of `layers` (columns x entries, input numbers; one width), the
+    float offsets a two-copy march (COPY_STRIDE `stride`) reads: a warp's 32 lanes read
+    entry k of 32 consecutive columns at once, and each distinct word of such a read goes,
+    in lane order, to the copy (`second_copy` or not) whose bank has fewer of the read's
+    words so far; lanes that read one input read one word (a broadcast)."""
+    width = layers[0].shape[1]
+    blocks = [-(-layer.shape[0] // 32) for layer in layers]
+    padded = np.full((32 * sum(blocks), width), -1, np.int32)
+    at = 0
+    for layer, count in zip(layers, blocks):
+        padded[at:at + layer.shape[0]] = layer
+        at += 32 * count
+    words = _numba()[2](padded, np.int32(stride))
+    found, at = [], 0
+    for layer, count in zip(layers, blocks):
+        found.append(words[at:at + layer.shape[0]])
+        at += 32 * count
+    return found
 
 
 @dataclass
@@ -178,7 +233,7 @@ def distinct_columns(layer: sp.csr_matrix, merge: bool = True) -> DistinctColumn
     Columns are grouped by a hash of their entries and every member is checked against
     its group's first column; if any check fails (a hash collision), nothing is merged.
     """
-    column_hashes, gather_columns = _numba()
+    column_hashes, gather_columns, _ = _numba()
     neurons = layer.shape[0]
     indptr = layer.indptr.astype(np.int64)
     values = layer.data.astype(VALUE_DTYPE)

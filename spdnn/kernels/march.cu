@@ -53,6 +53,17 @@
 #if CHUNK_MAJOR && (FIXED_WIDTH <= 0 || FIXED_INDEX_BYTES <= 0 || FIXED_WIDTH * FIXED_INDEX_BYTES > 64)
 #error "CHUNK_MAJOR needs a fixed width of at most 64 bytes a column"
 #endif
+// > 0: each row buffer holds the row twice, the second copy from COPY_STRIDE floats on (a
+// multiple of 32) with its words in another order (second_copy), and every index of the
+// records (cuda.py's copies, FIXED_SHIFT 0) is a float offset into the buffer, in one copy
+// or the other: cuda.py picks, for each read of a warp, copies that spread its words over
+// more of the 32 banks (3.1 -> 2.1 wavefronts a read at N = 4096, RadiX-Net).
+#ifndef COPY_STRIDE
+#define COPY_STRIDE 0
+#endif
+#if COPY_STRIDE > 0 && (COPY_STRIDE % 32 != 0 || FIXED_SHIFT != 0)
+#error "COPY_STRIDE needs a multiple of 32 and FIXED_SHIFT 0"
+#endif
 #ifndef OCCUPANCY
 #define OCCUPANCY 1280       // threads an SM that ptxas plans registers for (48 at 5 x 256)
 #endif
@@ -67,6 +78,13 @@ struct MarchLayer {
     float weight;
     int unused;
 };
+
+// Where word i of a row sits in its second copy (cuda.py: second_copy): the same 32-word
+// line, turned within it so that words that share a bank in the first copy seldom do in the
+// second.
+__device__ __forceinline__ int second_copy(int i) {
+    return COPY_STRIDE + (i & ~31) + ((i * 13 + (i >> 5) * 7) & 31);
+}
 
 __device__ __forceinline__ void group_sync(int group) {
 #if ROW_THREADS == 32
@@ -146,7 +164,7 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
       int* __restrict__ history, int* __restrict__ report, const int* __restrict__ multiplicity,
       unsigned char* __restrict__ retired, const int* __restrict__ retire_layer,
       int* __restrict__ done_blocks, int widest, int most_rows, float bias, float ymax) {
-    extern __shared__ float rows[];          // GROUPS x 2 x widest: a row and its next layer
+    extern __shared__ float rows[];          // GROUPS x 2 buffers: a row and its next layer
     __shared__ int row_nonzero[GROUPS][2], row_saturated[GROUPS][2];   // by layer parity
     __shared__ MarchLayer table[MAX_LAYERS];     // layers [first, end)
     __shared__ int retire[MAX_LAYERS];           // may layer first + i retire all-YMAX rows
@@ -162,7 +180,8 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
     }
     __syncthreads();
     const int group = threadIdx.x / ROW_THREADS, t = threadIdx.x % ROW_THREADS;
-    float* const mine = rows + group * 2 * widest;   // buffer p at mine + p * widest
+    const int buffer = COPY_STRIDE > 0 ? 2 * COPY_STRIDE : widest;   // floats of one buffer
+    float* const mine = rows + group * 2 * buffer;   // buffer p at mine + p * buffer
 
     for (int r = blockIdx.x * GROUPS + group; r < n; r += gridDim.x * GROUPS) {
         const int slot = slots[r];
@@ -170,7 +189,11 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
         int cur = 0;
         {
             const float* in = y_in + (long long)slot * table[0].inputs;
-            for (int c = t; c < table[0].inputs; c += ROW_THREADS) mine[c] = in[c];
+            for (int c = t; c < table[0].inputs; c += ROW_THREADS) {
+                const float v = in[c];
+                mine[c] = v;
+                if (COPY_STRIDE > 0) mine[second_copy(c)] = v;
+            }
         }
         for (int l = first; l < end; ++l) {
             const MarchLayer layer = table[l - first];
@@ -179,12 +202,13 @@ march(const MarchLayer* __restrict__ layers, int first, int end, const float* __
                 row_saturated[group][cur] = 0;
             }
             group_sync(group);   // the row is in buffer cur, the counters are zero
-            const float* x = mine + cur * widest;
-            float* next = mine + (cur ^ 1) * widest;
+            const float* x = mine + cur * buffer;
+            float* next = mine + (cur ^ 1) * buffer;
             int nonzero = 0, saturated = 0;
             for (int d = t; d < layer.outputs; d += ROW_THREADS) {
                 const float y = activate(output_sum(layer, d, x), bias, ymax);
                 next[d] = y;
+                if (COPY_STRIDE > 0) next[second_copy(d)] = y;
                 nonzero += !is_zero(y);
                 saturated += y == ymax;
             }
