@@ -56,8 +56,8 @@
 // > 0: each row buffer holds the row twice, the second copy from COPY_STRIDE floats on (a
 // multiple of 32) with its words in another order (second_copy), and every index of the
 // records (cuda.py's copies, FIXED_SHIFT 0) is a float offset into the buffer, in one copy
-// or the other: cuda.py picks, for each read of a warp, copies that spread its words over
-// more of the 32 banks (3.1 -> 2.1 wavefronts a read at N = 4096, RadiX-Net).
+// or the other: layout.py's march_words picks, for each read of a warp, the copies that
+// spread its words over more of the 32 banks (3.1 -> 2.1 wavefronts a read at N = 4096).
 #ifndef COPY_STRIDE
 #define COPY_STRIDE 0
 #endif
@@ -79,7 +79,7 @@ struct MarchLayer {
     int unused;
 };
 
-// Where word i of a row sits in its second copy (cuda.py: second_copy): the same 32-word
+// Where word i of a row sits in its second copy (layout.py: second_copy): the same 32-word
 // line, turned within it so that words that share a bank in the first copy seldom do in the
 // second.
 __device__ __forceinline__ int second_copy(int i) {
