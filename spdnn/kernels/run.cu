@@ -187,15 +187,28 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
     };
     if (lo + group < hi) fetch(lo + group);
 
-    for (int r = lo + group; r < hi; r += GROUPS) {
-        const int slot = slot_ahead, images = images_ahead;
+    // The groups of a warp step together, one layer of each one's own row a step, and a
+    // group whose row ends (dies, retires, or leaves the run) takes its next row at once,
+    // at the run's first layer: so that rows of under a warp that end at different layers
+    // keep the warp's lanes on the same instructions. (As a loop over rows and, within, over
+    // layers, the groups of a warp went apart where one row ended before the others: at
+    // N = 1024 the run's sums ran with 20 of 32 lanes on average, ncu of b4082ed.)
+    int r = lo + group, slot = 0, images = 0, l = 0, cur = 0;
+    bool has = r < hi;           // this group has a row; the same on all its threads
+    const auto start = [&]() {   // row r, fetched ahead, into buffer 0 at the first layer
+        slot = slot_ahead;
+        images = images_ahead;
 #pragma unroll
         for (int i = 0; i < AHEAD; ++i)
             if (t + i * ROW_THREADS < quads)
                 reinterpret_cast<float4*>(mine)[t + i * ROW_THREADS] = ahead[i];
         if (r + GROUPS < hi) fetch(r + GROUPS);
-        int cur = 0;
-        for (int l = 0; l < depth; ++l) {
+        l = 0;
+        cur = 0;
+    };
+    if (has) start();
+    while (__any_sync(FULL_MASK, has)) {
+        if (has) {
             const RunLayer layer = table[l];
 #if ROW_THREADS > 32
             if (t == 0) row_marks[group][cur] = 0;   // unread since the layer before last
@@ -273,14 +286,20 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
                 }
             }
             cur ^= 1;
-            if (!keep) break;            // the same answer on every thread of the group
-            if (l == depth - 1) {        // each thread copies the outputs it computed
+            if (keep && l == depth - 1) {    // each thread copies the outputs it computed
                 float4* out = reinterpret_cast<float4*>(y_out + (long long)slot * layer.outputs);
                 for (int c = t; c < layer.outputs / 4; c += ROW_THREADS)
                     out[c] = reinterpret_cast<const float4*>(next)[c];
             }
+            if (keep && l < depth - 1) {
+                ++l;                     // the same answer on every thread of the group
+            } else {
+                group_sync(group);       // done with the buffers before the next row fills them
+                r += GROUPS;
+                has = r < hi;
+                if (has) start();
+            }
         }
-        group_sync(group);   // done with the buffers before the next row fills them
     }
 
     // the block's counts, each layer's with one atomic each; the kept slots of the last
