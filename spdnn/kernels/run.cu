@@ -154,11 +154,17 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
     unsigned short* const queue = queues[threadIdx.x / 32];
 #endif
     __shared__ int base;
+#if ROW_THREADS <= 32
+    __shared__ int claimed;                  // the block's rows taken, from lo (claim)
+#endif
 
     const int n = history[4 * first], depth = end - first;
     if (report != nullptr && blockIdx.x == 0 && threadIdx.x == 0) report[first] = n;
     int lo, hi;
     block_rows(n, lo, hi);
+#if ROW_THREADS <= 32
+    if (threadIdx.x == 0) claimed = lo + GROUPS;   // row lo + g is group g's first
+#endif
     for (int i = threadIdx.x; i < MAX_LAYERS * 4; i += THREADS) tally[i / 4][i % 4] = 0;
     for (int i = threadIdx.x; i < depth; i += THREADS) {
         table[i] = layers[first + i];
@@ -170,20 +176,32 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
     float* const mine = rows + group * 2 * WIDEST;   // buffer p at mine + p * WIDEST
     const int quads = table[0].inputs / 4;           // of an input row
 
-    // A group's next row is loaded into registers while it works on the row before, and
-    // the slot after it is known by then, so that no row starts by waiting on memory.
+    // A group's next row is loaded into registers while it works on the row before, so
+    // that no row starts by waiting on memory.
     constexpr int AHEAD = (WIDEST / 4 + ROW_THREADS - 1) / ROW_THREADS;
     float4 ahead[AHEAD];
     int slot_ahead = 0, images_ahead = 0;
-    int slot_after = lo + group < hi ? active_in[lo + group] : 0;
-    const auto fetch = [&](int r) {          // row r's values, and row r + GROUPS's slot
-        slot_ahead = slot_after;
+    const auto fetch = [&](int r) {          // row r's slot, images and values
+        slot_ahead = active_in[r];
         images_ahead = multiplicity[slot_ahead];
         const float4* in = reinterpret_cast<const float4*>(y_in) + (long long)slot_ahead * quads;
 #pragma unroll
         for (int i = 0; i < AHEAD; ++i)
             if (t + i * ROW_THREADS < quads) ahead[i] = __ldg(in + t + i * ROW_THREADS);
-        if (r + GROUPS < hi) slot_after = active_in[r + GROUPS];
+    };
+    // A group's rows after its first: for a group of a warp or less, the block's next row
+    // not yet taken, so that the groups of a warp and the warps of a block run out of rows
+    // together however long their rows live (dealt every GROUPS-th, they did not: at
+    // N = 1024 a warp's four groups had a row 60% of the time, ncu of 2c7105b); a group of
+    // several warps, whose claim would cost a barrier, takes every GROUPS-th row.
+    const auto claim = [&](int r) {
+#if ROW_THREADS <= 32
+        int next = 0;
+        if (t == 0) next = atomicAdd(&claimed, 1);
+        return __shfl_sync(group_mask(), next, threadIdx.x % 32 / ROW_THREADS * ROW_THREADS);
+#else
+        return r + GROUPS;
+#endif
     };
     if (lo + group < hi) fetch(lo + group);
 
@@ -193,7 +211,7 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
     // keep the warp's lanes on the same instructions. (As a loop over rows and, within, over
     // layers, the groups of a warp went apart where one row ended before the others: at
     // N = 1024 the run's sums ran with 20 of 32 lanes on average, ncu of b4082ed.)
-    int r = lo + group, slot = 0, images = 0, l = 0, cur = 0;
+    int r = lo + group, r_ahead = hi, slot = 0, images = 0, l = 0, cur = 0;
     bool has = r < hi;           // this group has a row; the same on all its threads
     const auto start = [&]() {   // row r, fetched ahead, into buffer 0 at the first layer
         slot = slot_ahead;
@@ -202,7 +220,8 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
         for (int i = 0; i < AHEAD; ++i)
             if (t + i * ROW_THREADS < quads)
                 reinterpret_cast<float4*>(mine)[t + i * ROW_THREADS] = ahead[i];
-        if (r + GROUPS < hi) fetch(r + GROUPS);
+        r_ahead = claim(r);
+        if (r_ahead < hi) fetch(r_ahead);
         l = 0;
         cur = 0;
     };
@@ -295,7 +314,7 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
                 ++l;                     // the same answer on every thread of the group
             } else {
                 group_sync(group);       // done with the buffers before the next row fills them
-                r += GROUPS;
+                r = r_ahead;
                 has = r < hi;
                 if (has) start();
             }
