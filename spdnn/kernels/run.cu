@@ -192,8 +192,9 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
     // A group's rows after its first: for a group of a warp or less, the block's next row
     // not yet taken, so that the groups of a warp and the warps of a block run out of rows
     // together however long their rows live (dealt every GROUPS-th, they did not: at
-    // N = 1024 a warp's four groups had a row 60% of the time, ncu of 2c7105b); a group of
-    // several warps, whose claim would cost a barrier, takes every GROUPS-th row.
+    // N = 1024 the sums ran with 24 of 32 lanes, ncu of 2c7105b; with claims the launch
+    // went 52.5 -> 48.5 us under ncu, 493bd81); a group of several warps, whose claim
+    // would cost a barrier, takes every GROUPS-th row.
     const auto claim = [&](int r) {
 #if ROW_THREADS <= 32
         int next = 0;
@@ -207,7 +208,7 @@ pattern_run(const RunLayer* __restrict__ layers, int first, int end,
 
     // The groups of a warp step together, one layer of each one's own row a step, and a
     // group whose row ends (dies, retires, or leaves the run) takes its next row at once,
-    // at the run's first layer: so that rows of under a warp that end at different layers
+    // at the run's first layer: so that the rows under a warp that end at different layers
     // keep the warp's lanes on the same instructions. (As a loop over rows and, within, over
     // layers, the groups of a warp went apart where one row ended before the others: at
     // N = 1024 the run's sums ran with 20 of 32 lanes on average, ncu of b4082ed.)
